@@ -1,0 +1,179 @@
+-- Named queries of the product catalog. Each block starts with "-- name: <name>".
+-- Parameters use the DB-API pyformat style %(name)s; values are never spliced in.
+
+-- name: schema_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT        NOT NULL,
+    checksum   TEXT        NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(724201);
+
+-- name: applied_migrations
+SELECT version, name, checksum FROM schema_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: file_by_name
+SELECT * FROM science_files WHERE file_name = %(file_name)s;
+
+-- name: files_by_names
+SELECT * FROM science_files WHERE file_name = ANY(%(file_names)s) ORDER BY file_name;
+
+-- name: insert_file
+INSERT INTO science_files (
+    file_name, directory_path, file_size, instrument_id, data_level, timetag, descriptor, mode,
+    orbit_number, pred_rec, version, revision, file_root, absolute_version, md5checksum,
+    product_type, bucket, s3_key, processing_run_id,
+    mars_ls, spacecraft_lst, subsolar_lat, subsolar_lon, spacecraft_lat, spacecraft_lon, spacecraft_alt
+) VALUES (
+    %(file_name)s, %(directory_path)s, %(file_size)s, %(instrument_id)s, %(data_level)s, %(timetag)s,
+    %(descriptor)s, %(mode)s, %(orbit_number)s, %(pred_rec)s, %(version)s, %(revision)s, %(file_root)s,
+    %(absolute_version)s, %(md5checksum)s, %(product_type)s, %(bucket)s, %(s3_key)s, %(processing_run_id)s,
+    %(mars_ls)s, %(spacecraft_lst)s, %(subsolar_lat)s, %(subsolar_lon)s, %(spacecraft_lat)s,
+    %(spacecraft_lon)s, %(spacecraft_alt)s
+)
+RETURNING id;
+
+-- name: insert_lineage
+INSERT INTO lineage (product_id, input_id) VALUES (%(product_id)s, %(input_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: insert_quarantine
+INSERT INTO quarantine (
+    instrument_id, original_key, quarantine_key, reason_code, reason, details, md5checksum, file_size,
+    dag_id, dag_run_id
+) VALUES (
+    %(instrument_id)s, %(original_key)s, %(quarantine_key)s, %(reason_code)s, %(reason)s,
+    %(details)s::jsonb, %(md5checksum)s, %(file_size)s, %(dag_id)s, %(dag_run_id)s
+)
+ON CONFLICT (quarantine_key) DO UPDATE SET reason = EXCLUDED.reason
+RETURNING id;
+
+-- name: insert_delivery
+INSERT INTO deliveries (
+    instrument_id, inbox_key, md5checksum, file_size, outcome, file_id, quarantine_id, dag_id, dag_run_id
+) VALUES (
+    %(instrument_id)s, %(inbox_key)s, %(md5checksum)s, %(file_size)s, %(outcome)s, %(file_id)s,
+    %(quarantine_id)s, %(dag_id)s, %(dag_run_id)s
+)
+RETURNING id;
+
+-- name: start_run
+INSERT INTO processing_runs (
+    dag_id, dag_run_id, task_id, map_index, try_number, instrument_id, data_level, work_unit, runner,
+    processor_name, processor_version, image, environment, meta_kernel, reason, started_at, status
+) VALUES (
+    %(dag_id)s, %(dag_run_id)s, %(task_id)s, %(map_index)s, %(try_number)s, %(instrument_id)s,
+    %(data_level)s, %(work_unit)s, %(runner)s, %(processor_name)s, %(processor_version)s, %(image)s,
+    %(environment)s, %(meta_kernel)s, %(reason)s, %(started_at)s, 'running'
+)
+RETURNING id;
+
+-- name: finish_run
+UPDATE processing_runs
+SET status = %(status)s, ended_at = %(ended_at)s, exit_status = %(exit_status)s,
+    message = %(message)s, log_uri = %(log_uri)s
+WHERE id = %(run_id)s;
+
+-- name: unprocessed_inputs
+-- Archived files of a level that no product of target_level lists as an input.
+SELECT f.*
+FROM science_files_latest f
+WHERE f.instrument_id = %(instrument_id)s
+  AND f.data_level = %(input_level)s
+  AND NOT EXISTS (
+      SELECT 1 FROM lineage l JOIN science_files p ON p.id = l.product_id
+      WHERE l.input_id = f.id AND p.data_level = %(target_level)s
+  )
+ORDER BY f.timetag, f.file_name;
+
+-- name: latest_inputs_in_range
+SELECT f.*
+FROM science_files_latest f
+WHERE f.instrument_id = %(instrument_id)s
+  AND f.data_level = %(input_level)s
+  AND f.timetag >= %(start)s AND f.timetag < %(end)s
+ORDER BY f.timetag, f.file_name;
+
+-- name: latest_revision
+-- Highest revision already used by any product of a file root at a version.
+SELECT COALESCE(MAX(revision), -1) AS revision
+FROM science_files
+WHERE file_root = %(file_root)s AND version = %(version)s;
+
+-- name: counts_by_level
+SELECT instrument_id, data_level, product_type, count(*) AS files, sum(file_size) AS bytes
+FROM science_files
+GROUP BY instrument_id, data_level, product_type
+ORDER BY instrument_id, data_level;
+
+-- name: quarantine_list
+SELECT id, instrument_id, original_key, quarantine_key, reason_code, reason, detected_at
+FROM quarantine
+ORDER BY id;
+
+-- name: delivery_outcomes
+SELECT instrument_id, outcome, count(*) AS files
+FROM deliveries
+GROUP BY instrument_id, outcome
+ORDER BY instrument_id, outcome;
+
+-- name: table_counts
+SELECT 'science_files' AS table_name, count(*) AS rows FROM science_files
+UNION ALL SELECT 'processing_runs', count(*) FROM processing_runs
+UNION ALL SELECT 'lineage', count(*) FROM lineage
+UNION ALL SELECT 'quarantine', count(*) FROM quarantine
+UNION ALL SELECT 'deliveries', count(*) FROM deliveries;
+
+-- name: products_of_run
+SELECT f.* FROM science_files f
+JOIN processing_runs r ON r.id = f.processing_run_id
+WHERE r.dag_id = %(dag_id)s AND r.dag_run_id = %(dag_run_id)s AND f.data_level = %(data_level)s
+ORDER BY f.file_name;
+
+-- name: files_of_run
+SELECT f.file_name, f.s3_key, f.data_level FROM deliveries d
+JOIN science_files f ON f.id = d.file_id
+WHERE d.dag_id = %(dag_id)s AND d.dag_run_id = %(dag_run_id)s AND d.outcome = 'archived'
+ORDER BY f.file_name;
+
+-- name: run_deliveries
+SELECT d.inbox_key, d.outcome, d.md5checksum, d.file_size, q.reason_code, q.reason, q.quarantine_key
+FROM deliveries d
+LEFT JOIN quarantine q ON q.id = d.quarantine_id
+WHERE d.dag_id = %(dag_id)s AND d.dag_run_id = %(dag_run_id)s
+ORDER BY d.id;
+
+-- name: latest_descendants_at_level
+-- Latest versions of every file at a level that descends (through lineage) from the given files.
+WITH RECURSIVE d(id) AS (
+    SELECT unnest(%(root_ids)s::bigint[])
+    UNION
+    SELECT l.product_id FROM lineage l JOIN d ON l.input_id = d.id
+)
+SELECT f.* FROM science_files_latest f
+WHERE f.id IN (SELECT id FROM d) AND f.data_level = %(data_level)s
+ORDER BY f.timetag, f.file_name;
+
+-- name: children_at_level
+-- Direct products of a level made from the given inputs, with the input each came from.
+SELECT l.input_id, f.*
+FROM lineage l JOIN science_files f ON f.id = l.product_id
+WHERE l.input_id = ANY(%(input_ids)s::bigint[]) AND f.data_level = %(data_level)s
+ORDER BY f.file_name;
+
+-- name: science_l0_by_orbit
+SELECT * FROM science_files_latest
+WHERE instrument_id = %(instrument_id)s AND data_level = 'l0' AND orbit_number = ANY(%(orbits)s::int[])
+ORDER BY timetag, file_name;
+
+-- name: science_l0_by_time
+SELECT * FROM science_files_latest
+WHERE instrument_id = %(instrument_id)s AND data_level = 'l0'
+  AND timetag >= %(start)s AND timetag < %(end)s
+ORDER BY timetag, file_name;

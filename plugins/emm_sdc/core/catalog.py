@@ -1,0 +1,304 @@
+"""Product catalog in PostgreSQL: migrations, named queries and the operations on them.
+
+Works on any DB-API 2 connection with pyformat parameters (psycopg 3 or
+psycopg2, as the postgres provider's hook returns). SQL lives in
+``include/sql``: ``migrations/NNNN_<name>.sql`` (ordered, idempotent) and
+``queries/*.sql`` (blocks headed ``-- name: <query name>``).
+
+The named-query loader is a few lines of our own rather than aiosql: it keeps
+the hook's connection (and its transaction) in our hands and adds no dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from emm_sdc.core import naming
+from emm_sdc.core.settings import project_root
+
+_MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+GEOMETRY_FIELDS = (
+    "mars_ls", "spacecraft_lst", "subsolar_lat", "subsolar_lon",
+    "spacecraft_lat", "spacecraft_lon", "spacecraft_alt",
+)
+
+
+class CatalogError(RuntimeError):
+    """The catalog refused an operation (conflict, missing input, drifted migration)."""
+
+
+def sql_dir() -> Path:
+    return project_root() / "include" / "sql"
+
+
+@cache
+def queries(directory: Path | None = None) -> dict[str, str]:
+    """All named queries under ``include/sql/queries``."""
+    found: dict[str, str] = {}
+    for path in sorted((directory or sql_dir() / "queries").glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        marks = list(_NAME_LINE.finditer(text))
+        for i, m in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            body = text[m.end() : end].strip()
+            if m["name"] in found:
+                raise CatalogError(f"{path}: query name {m['name']!r} defined twice")
+            found[m["name"]] = body
+    return found
+
+
+def _rows(cur: Any) -> list[dict[str, Any]]:
+    if cur.description is None:
+        return []
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+@contextmanager
+def transaction(conn: Any) -> Iterator[Any]:
+    """Commit on success, roll back on any error; yields a cursor."""
+    cur = conn.cursor()
+    try:
+        yield cur
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        cur.close()
+
+
+def run(cur: Any, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Execute a named query and return its rows as dicts."""
+    cur.execute(queries()[name], dict(params or {}))
+    return _rows(cur)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations(directory: Path | None = None) -> list[Migration]:
+    """The ordered migrations; file names must be ``NNNN_<name>.sql`` with unique numbers."""
+    found: list[Migration] = []
+    for path in sorted((directory or sql_dir() / "migrations").glob("*.sql")):
+        m = _MIGRATION.match(path.name)
+        if not m:
+            raise CatalogError(f"{path}: migration files are named NNNN_<lowercase_name>.sql")
+        found.append(Migration(int(m["version"]), m["name"], path.read_text(encoding="utf-8")))
+    versions = [mig.version for mig in found]
+    if len(set(versions)) != len(versions):
+        raise CatalogError(f"duplicate migration numbers in {directory or sql_dir() / 'migrations'}")
+    return found
+
+
+def migrate(conn: Any, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations, each in its own transaction; return the names applied.
+
+    An applied migration whose file changed afterwards is an error: migrations
+    are append-only.
+    """
+    applied_now: list[str] = []
+    with transaction(conn) as cur:
+        cur.execute(queries()["schema_migrations_table"])
+    for mig in migrations(directory):
+        with transaction(conn) as cur:
+            run(cur, "migration_lock")
+            done = {r["version"]: r for r in run(cur, "applied_migrations")}
+            if mig.version in done:
+                if done[mig.version]["checksum"] != mig.checksum:
+                    raise CatalogError(
+                        f"migration {mig.version:04d}_{mig.name}.sql changed after it was applied; "
+                        "add a new migration instead of editing an applied one"
+                    )
+                continue
+            cur.execute(mig.sql)
+            run(cur, "record_migration", {"version": mig.version, "name": mig.name, "checksum": mig.checksum})
+            applied_now.append(f"{mig.version:04d}_{mig.name}")
+    return applied_now
+
+
+def file_record(
+    name: naming.EmmName,
+    *,
+    size: int,
+    md5: str,
+    bucket: str,
+    processing_run_id: int | None = None,
+    geometry: Mapping[str, float | None] | None = None,
+) -> dict[str, Any]:
+    """The ``science_files`` row for an archived file (EMM API record fields)."""
+    key = name.archive_key
+    geometry = geometry or {}
+    return {
+        "file_name": name.file_name,
+        "directory_path": key.rsplit("/", 1)[0],
+        "file_size": size,
+        "instrument_id": name.instrument,
+        "data_level": name.level,
+        "timetag": name.start,
+        "descriptor": name.descriptor,
+        "mode": name.mode,
+        "orbit_number": name.orbit,
+        "pred_rec": name.kernel,
+        "version": name.version,
+        "revision": name.revision,
+        "file_root": name.file_root,
+        "absolute_version": name.absolute_version,
+        "md5checksum": md5,
+        "product_type": name.product_type,
+        "bucket": bucket,
+        "s3_key": key,
+        "processing_run_id": processing_run_id,
+        **{f: geometry.get(f) for f in GEOMETRY_FIELDS},
+    }
+
+
+class Catalog:
+    """Catalog operations over one DB-API connection."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def query(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with transaction(self.conn) as cur:
+            return run(cur, name, params)
+
+    def get_file(self, file_name: str) -> dict[str, Any] | None:
+        rows = self.query("file_by_name", {"file_name": file_name})
+        return rows[0] if rows else None
+
+    def files(self, file_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        rows = self.query("files_by_names", {"file_names": list(file_names)})
+        return {r["file_name"]: r for r in rows}
+
+    def archive_delivery(
+        self, record: Mapping[str, Any], *, inbox_key: str, dag_id: str | None, dag_run_id: str | None
+    ) -> int:
+        """Index one archived delivery and log it, atomically; return the file id.
+
+        Re-indexing the same name with the same checksum returns the existing id.
+        """
+        with transaction(self.conn) as cur:
+            existing = run(cur, "file_by_name", {"file_name": record["file_name"]})
+            if existing:
+                if existing[0]["md5checksum"] != record["md5checksum"]:
+                    raise CatalogError(
+                        f"{record['file_name']} is already indexed with md5 {existing[0]['md5checksum']}"
+                    )
+                file_id = existing[0]["id"]
+                outcome = "duplicate"
+            else:
+                file_id = run(cur, "insert_file", record)[0]["id"]
+                outcome = "archived"
+            run(cur, "insert_delivery", {
+                "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
+                "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": outcome,
+                "file_id": file_id, "quarantine_id": None, "dag_id": dag_id, "dag_run_id": dag_run_id,
+            })
+            return file_id
+
+    def log_duplicate(
+        self, file_id: int, record: Mapping[str, Any], *, inbox_key: str, dag_id: str | None,
+        dag_run_id: str | None,
+    ) -> None:
+        self.query("insert_delivery", {
+            "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
+            "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": "duplicate",
+            "file_id": file_id, "quarantine_id": None, "dag_id": dag_id, "dag_run_id": dag_run_id,
+        })
+
+    def quarantine(
+        self,
+        *,
+        instrument: str,
+        original_key: str,
+        quarantine_key: str,
+        reason_code: str,
+        reason: str,
+        details: Mapping[str, Any],
+        md5: str | None,
+        size: int | None,
+        dag_id: str | None,
+        dag_run_id: str | None,
+    ) -> int:
+        """Record a quarantined file and its delivery, atomically; return the quarantine id."""
+        with transaction(self.conn) as cur:
+            qid = run(cur, "insert_quarantine", {
+                "instrument_id": instrument, "original_key": original_key, "quarantine_key": quarantine_key,
+                "reason_code": reason_code, "reason": reason, "details": json.dumps(details, default=str),
+                "md5checksum": md5, "file_size": size, "dag_id": dag_id, "dag_run_id": dag_run_id,
+            })[0]["id"]
+            run(cur, "insert_delivery", {
+                "instrument_id": instrument, "inbox_key": original_key, "md5checksum": md5,
+                "file_size": size, "outcome": "quarantined", "file_id": None, "quarantine_id": qid,
+                "dag_id": dag_id, "dag_run_id": dag_run_id,
+            })
+            return qid
+
+    def start_run(self, **fields: Any) -> int:
+        return self.query("start_run", fields)[0]["id"]
+
+    def finish_run(
+        self, run_id: int, *, status: str, ended_at: datetime, exit_status: int | None,
+        message: str | None = None, log_uri: str | None = None,
+    ) -> None:
+        self.query("finish_run", {
+            "run_id": run_id, "status": status, "ended_at": ended_at, "exit_status": exit_status,
+            "message": message, "log_uri": log_uri,
+        })
+
+    def index_products(
+        self,
+        run_id: int,
+        products: Sequence[tuple[Mapping[str, Any], Sequence[str]]],
+        *,
+        ended_at: datetime,
+        log_uri: str | None,
+    ) -> list[int]:
+        """Index a job's products with lineage and close its run, all in one transaction.
+
+        ``products`` pairs each file record with the names of its inputs. Any
+        error (a missing input, a name already indexed with other content)
+        rolls everything back: a job is indexed whole or not at all.
+        """
+        ids: list[int] = []
+        with transaction(self.conn) as cur:
+            for record, inputs in products:
+                existing = run(cur, "file_by_name", {"file_name": record["file_name"]})
+                if existing:
+                    raise CatalogError(
+                        f"{record['file_name']} is already indexed (by processing run "
+                        f"{existing[0]['processing_run_id']}); a new product needs a new version or revision"
+                    )
+                product_id = run(cur, "insert_file", {**record, "processing_run_id": run_id})[0]["id"]
+                found = {r["file_name"]: r["id"] for r in run(cur, "files_by_names", {"file_names": list(inputs)})}
+                missing = sorted(set(inputs) - set(found))
+                if missing:
+                    raise CatalogError(f"{record['file_name']}: inputs not in the catalog: {missing}")
+                for input_id in found.values():
+                    run(cur, "insert_lineage", {"product_id": product_id, "input_id": input_id})
+                ids.append(product_id)
+            run(cur, "finish_run", {
+                "run_id": run_id, "status": "success", "ended_at": ended_at, "exit_status": 0,
+                "message": f"indexed {len(ids)} product(s)", "log_uri": log_uri,
+            })
+        return ids

@@ -1,0 +1,257 @@
+"""ITF YAML configs: schema, loader and one readable error for every broken rule.
+
+Each instrument team owns one file in ``include/itf_configs/`` (``exi.yaml``,
+``emus.yaml``, ``emirs.yaml``). The file is read with ``yaml.safe_load`` and
+validated by the pydantic models below; all problems are reported at once,
+each naming the file, the field path and the rule.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from emm_sdc.core import naming, settings
+
+#: Config file name for each instrument code.
+CONFIG_FILES = {"exi": "exi.yaml", "emu": "emus.yaml", "emr": "emirs.yaml"}
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SCHEDULE_PRESETS = {"@hourly", "@daily", "@weekly", "@once", "@continuous"}
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+
+
+class ConfigError(Exception):
+    """An ITF config file is unreadable or breaks the schema.
+
+    ``problems`` holds ``(field path, message)`` pairs; ``str()`` lists them all
+    with the file name.
+    """
+
+    def __init__(self, path: Path | str, problems: list[tuple[str, str]]):
+        self.path = Path(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {fld}: {msg}" for fld, msg in problems)
+        super().__init__(f"invalid ITF config {self.path}: {len(problems)} problem(s)\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FilePatterns(_Strict):
+    science: list[str] = Field(min_length=1)
+    housekeeping: list[str] = Field(default_factory=list)
+
+
+class IngestConfig(_Strict):
+    inbox_prefix: str
+    schedule: str = "*/10 * * * *"
+    sidecar_grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+    wait_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    file_patterns: FilePatterns
+
+    @field_validator("inbox_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _PREFIX.match(v) or ".." in v or "//" in v:
+            raise ValueError(
+                "must be a relative S3 prefix of lowercase letters, digits, '-', '_' and '/', ending in '/'"
+            )
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if v not in _SCHEDULE_PRESETS and not croniter.is_valid(v):
+            raise ValueError(f"must be a cron expression or one of {sorted(_SCHEDULE_PRESETS)}")
+        return v
+
+
+class ProcessorInfo(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z._+-]*$")
+
+
+class LocalRunner(_Strict):
+    """Runs the processor as a subprocess on the worker (development and tests)."""
+
+    kind: Literal["local"]
+    command: list[str] = Field(min_length=1)
+    cpus: float = Field(default=1, gt=0, le=64)
+    memory_mb: int = Field(default=2048, ge=64, le=512 * 1024)
+    timeout_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+
+Runner = Annotated[LocalRunner, Field(discriminator="kind")]
+
+
+class ChainStep(_Strict):
+    level: str
+    inputs: list[str] = Field(min_length=1)
+    uses_spice: bool = False
+    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class ProcessingConfig(_Strict):
+    group_by: Literal["orbit", "day", "file"] = "orbit"
+    product_version: int = Field(default=1, ge=0, le=99)
+    processor: ProcessorInfo
+    runner: Runner
+    chain: list[ChainStep] = Field(min_length=1)
+
+
+class AirflowSettings(_Strict):
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay_minutes: int = Field(default=5, ge=0, le=24 * 60)
+    max_active_tasks: int = Field(default=8, ge=1, le=256)
+    max_active_runs: int = Field(default=1, ge=1, le=32)
+
+
+class Notifications(_Strict):
+    emails: list[str] = Field(default_factory=list)
+    smtp_conn_id: str | None = None
+    slack_conn_id: str | None = None
+    slack_channel: str | None = None
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not _EMAIL.match(e)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {bad}")
+        return v
+
+    @field_validator("smtp_conn_id", "slack_conn_id")
+    @classmethod
+    def _conn(cls, v: str | None) -> str | None:
+        if v is not None and not _CONN_ID.match(v):
+            raise ValueError("an Airflow connection id uses letters, digits, '_', '.', '-'")
+        return v
+
+
+class ItfConfig(_Strict):
+    """One instrument team's configuration."""
+
+    instrument: Literal["exi", "emu", "emr"]
+    owner: str = Field(min_length=1)
+    ingest: IngestConfig
+    processing: ProcessingConfig
+    airflow: AirflowSettings = AirflowSettings()
+    notifications: Notifications = Notifications()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ItfConfig:
+        inst = self.instrument
+        levels = naming.LEVELS[inst]
+        problems: list[str] = []
+        for kind, patterns in (("science", self.ingest.file_patterns.science),
+                               ("housekeeping", self.ingest.file_patterns.housekeeping)):
+            for pat in patterns:
+                if not pat.startswith(f"emm_{inst}_"):
+                    problems.append(
+                        f"ingest.file_patterns.{kind}: pattern {pat!r} must start with 'emm_{inst}_' "
+                        f"(an ITF only receives its own instrument's files)"
+                    )
+        made: set[str] = set()
+        for i, step in enumerate(self.processing.chain):
+            where = f"processing.chain.{i}"
+            if step.level not in levels or step.level in naming.RAW_LEVELS:
+                made_levels = [lv for lv in levels if lv not in naming.RAW_LEVELS]
+                problems.append(
+                    f"{where}.level: {step.level!r} is not a product level of {inst} "
+                    f"(one of {', '.join(made_levels)})"
+                )
+            if step.level in made:
+                problems.append(f"{where}.level: {step.level!r} appears twice in the chain")
+            for j, src in enumerate(step.inputs):
+                if src != "l0" and src not in made:
+                    problems.append(
+                        f"{where}.inputs.{j}: {src!r} must be 'l0' or a level made by an earlier "
+                        f"chain step (so far: {sorted(made) or 'none'})"
+                    )
+            made.add(step.level)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def classify(self, file_name: str) -> str | None:
+        """'science', 'housekeeping' or None for a delivered file name."""
+        pats = self.ingest.file_patterns
+        for kind, patterns in (("science", pats.science), ("housekeeping", pats.housekeeping)):
+            if any(fnmatch.fnmatchcase(file_name, p) for p in patterns):
+                return kind
+        return None
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    # pydantic puts the discriminator tag in the location of union members; drop it.
+    return ".".join(str(p) for p in loc if p not in ("local", "docker", "batch")) or "<top level>"
+
+
+def _problems_from(err: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"] and e["type"] == "value_error":  # cross-field rules carry their own paths
+            for line in msg.splitlines():
+                fld, _, rest = line.partition(": ")
+                out.append((fld, rest))
+            continue
+        shown = e.get("input")
+        got = "" if e["type"] == "missing" or isinstance(shown, dict) else f" (got {shown!r})"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check spelling; the schema allows no extra keys)"
+        out.append((_format_loc(e["loc"]), msg + got))
+    return out
+
+
+def load_config(path: Path | str) -> ItfConfig:
+    """Read and validate one ITF YAML file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, [("<file>", f"cannot be read: {exc.strerror or exc}")]) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        raise ConfigError(path, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(path, [("<top level>", "must be a mapping of settings")])
+    try:
+        cfg = ItfConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, _problems_from(exc)) from None
+    expected = CONFIG_FILES[cfg.instrument]
+    if path.name != expected:
+        raise ConfigError(path, [("instrument", f"{cfg.instrument!r} belongs in {expected}, not {path.name}")])
+    return cfg
+
+
+def config_dir() -> Path:
+    """Where the ITF configs live: ``$EMM_CONFIG_DIR`` or the project's ``include/itf_configs``."""
+    env = os.environ.get("EMM_CONFIG_DIR")
+    return Path(env) if env else settings.project_root() / "include" / "itf_configs"
+
+
+def load_instrument(instrument: str) -> ItfConfig:
+    """Load the config of one instrument code (``exi``, ``emu``, ``emr``)."""
+    if instrument not in CONFIG_FILES:
+        raise ValueError(f"unknown instrument {instrument!r}; expected one of {sorted(CONFIG_FILES)}")
+    return load_config(config_dir() / CONFIG_FILES[instrument])

@@ -1,0 +1,80 @@
+"""Inbox planning: pair delivered files with their checksum sidecars and decide what is ready.
+
+A data file is *ready* once its sidecar has arrived. A data file still without
+a sidecar after the grace period is *overdue* (quarantined as missing
+checksum), as is a sidecar whose data file never came, and anything in a
+sub-folder of the inbox (the MOC delivers flat). Everything else *waits*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from emm_sdc.core.naming import SIDECAR_SUFFIX
+from emm_sdc.core.storage import ObjectInfo
+
+
+@dataclass(frozen=True)
+class DeliveryItem:
+    """One unit of inbox work: a data file (with its sidecar, if any) or a stray object."""
+
+    key: str
+    size: int
+    etag: str
+    sidecar_key: str | None = None
+    problem: str | None = None  # set for overdue/stray items: the quarantine reason code
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeliveryItem:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    ready: list[DeliveryItem]
+    overdue: list[DeliveryItem]
+    waiting: list[str]
+
+    @property
+    def actionable(self) -> list[DeliveryItem]:
+        return self.ready + self.overdue
+
+
+def plan(objects: list[ObjectInfo], prefix: str, *, now: datetime, grace: timedelta) -> DeliveryPlan:
+    """Sort an inbox listing into ready, overdue and waiting work."""
+    by_key = {o.key: o for o in objects if not o.key.endswith("/")}
+    ready: list[DeliveryItem] = []
+    overdue: list[DeliveryItem] = []
+    waiting: list[str] = []
+    for key, obj in sorted(by_key.items()):
+        rel = key[len(prefix):] if key.startswith(prefix) else key
+        if "/" in rel:
+            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="unexpected-location"))
+            continue
+        late = now - obj.last_modified >= grace
+        if key.endswith(SIDECAR_SUFFIX):
+            if key[: -len(SIDECAR_SUFFIX)] in by_key:
+                continue  # travels with its data file
+            if late:
+                overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="orphan-checksum"))
+            else:
+                waiting.append(key)
+            continue
+        sidecar = key + SIDECAR_SUFFIX
+        if sidecar in by_key:
+            ready.append(DeliveryItem(key, obj.size, obj.etag, sidecar_key=sidecar))
+        elif late:
+            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="missing-checksum"))
+        else:
+            waiting.append(key)
+    return DeliveryPlan(ready, overdue, waiting)
+
+
+def sensor_objects(files: list[dict[str, Any]]) -> list[ObjectInfo]:
+    """Adapt the S3 sensor's file metadata (Key, Size, LastModified) to :class:`ObjectInfo`."""
+    return [ObjectInfo(f["Key"], int(f.get("Size") or 0), f["LastModified"], "") for f in files]

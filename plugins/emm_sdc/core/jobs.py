@@ -1,0 +1,217 @@
+"""Processing jobs under the ITF contract (docs/itf_container_contract.md).
+
+A job is one work unit at one target level. This module writes the input
+manifest and environment a processor receives, and checks what it returned:
+every problem with the output directory is reported together, and any
+problem rejects the whole job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emm_sdc.core import naming
+from emm_sdc.core.checksums import md5_file
+
+CONTRACT_VERSION = 1
+OUTPUT_MANIFEST = "output_manifest.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class OutputError(RuntimeError):
+    """A processor's outputs break the contract; ``problems`` lists every finding."""
+
+    def __init__(self, job_id: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"job {job_id}: outputs rejected, nothing indexed:\n  - " + "\n  - ".join(problems))
+
+
+def safe_id(text: str) -> str:
+    """A file-system-safe rendering of an Airflow id (run ids hold ':' and '+')."""
+    return _UNSAFE.sub("_", text).strip("._") or "job"
+
+
+@dataclass
+class JobInput:
+    file_name: str
+    s3_key: str
+    md5: str
+    level: str
+
+
+@dataclass
+class JobSpec:
+    """Everything a runner and the collector need; JSON-able for XCom."""
+
+    job_id: str
+    instrument: str
+    level: str
+    work_unit: str
+    workdir: str
+    version: int
+    revision: int
+    kernel_class: str
+    inputs: list[JobInput]
+    processing_run_id: int | None = None
+    meta_kernel: str | None = None
+    calibration_dir: str | None = None
+    environment: str = "production"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def input_dir(self) -> Path:
+        return Path(self.workdir) / "in"
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.workdir) / "out"
+
+    @property
+    def manifest_path(self) -> Path:
+        return Path(self.workdir) / "input_manifest.json"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.workdir) / "job.log"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobSpec:
+        d = dict(d)
+        d["inputs"] = [JobInput(**i) for i in d["inputs"]]
+        return cls(**d)
+
+    def manifest(self, *, input_root: Path | None = None) -> dict[str, Any]:
+        """The input manifest; ``input_root`` rewrites paths as the processor sees them (containers)."""
+        root = input_root or self.input_dir
+        return {
+            "contract_version": CONTRACT_VERSION,
+            "instrument": self.instrument,
+            "target_level": self.level,
+            "work_unit": self.work_unit,
+            "product_version": self.version,
+            "product_revision": self.revision,
+            "kernel_class": self.kernel_class,
+            "processing_run_id": str(self.processing_run_id or self.job_id),
+            "environment": self.environment,
+            "spice_metakernel": self.meta_kernel,
+            "calibration_dir": self.calibration_dir,
+            "parameters": self.parameters,
+            "inputs": [
+                {"file_name": i.file_name, "path": str(root / i.file_name), "level": i.level, "md5": i.md5}
+                for i in self.inputs
+            ],
+        }
+
+    def env(self, *, manifest: str | None = None, output_dir: str | None = None) -> dict[str, str]:
+        """The contract's environment variables (paths overridable for containers)."""
+        return {
+            "EMM_INPUT_MANIFEST": manifest or str(self.manifest_path),
+            "EMM_OUTPUT_DIR": output_dir or str(self.output_dir),
+            "EMM_INSTRUMENT": self.instrument,
+            "EMM_TARGET_LEVEL": self.level,
+            "EMM_PRODUCT_VERSION": str(self.version),
+            "EMM_PRODUCT_REVISION": str(self.revision),
+            "EMM_KERNEL_CLASS": self.kernel_class,
+            "EMM_SPICE_METAKERNEL": self.meta_kernel or "",
+            "EMM_CALIBRATION_DIR": self.calibration_dir or "",
+            "EMM_ENVIRONMENT": self.environment,
+            "EMM_PROCESSING_RUN_ID": str(self.processing_run_id or self.job_id),
+        }
+
+    def write_manifest(self) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path.write_text(json.dumps(self.manifest(), indent=2))
+        return self.manifest_path
+
+
+@dataclass(frozen=True)
+class Product:
+    """One validated output: parsed name, local path, checksum, lineage."""
+
+    name: naming.EmmName
+    path: Path
+    md5: str
+    size: int
+    inputs: tuple[str, ...]
+
+
+def collect_outputs(spec: JobSpec) -> tuple[list[Product], dict[str, Any]]:
+    """Validate a finished job's output directory against the contract and the job.
+
+    Returns the products and the processor block of the output manifest;
+    raises :class:`OutputError` listing every problem.
+    """
+    out = spec.output_dir
+    problems: list[str] = []
+    manifest_path = out / OUTPUT_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise OutputError(spec.job_id, [f"{OUTPUT_MANIFEST} is missing from the output directory"]) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OutputError(spec.job_id, [f"{OUTPUT_MANIFEST} is not valid JSON: {exc}"]) from None
+    entries = manifest.get("products") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise OutputError(spec.job_id, [f"{OUTPUT_MANIFEST}: 'products' must be a list"])
+    processor = manifest.get("processor") or {}
+
+    input_names = {i.file_name for i in spec.inputs}
+    listed: dict[str, tuple[str, ...]] = {}
+    for n, entry in enumerate(entries):
+        where = f"{OUTPUT_MANIFEST} products[{n}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
+            problems.append(f"{where}: needs a 'file_name' string")
+            continue
+        fname = entry["file_name"]
+        parents = entry.get("inputs")
+        if not isinstance(parents, list) or not parents or not all(isinstance(p, str) for p in parents):
+            problems.append(f"{where} ({fname}): 'inputs' must list the input file names it was made from")
+            parents = []
+        unknown = sorted(set(parents) - input_names)
+        if unknown:
+            problems.append(f"{fname}: lists inputs that were not given to the job: {unknown}")
+        if fname in listed:
+            problems.append(f"{fname}: listed twice in {OUTPUT_MANIFEST}")
+        listed[fname] = tuple(parents)
+
+    present = {p.name for p in out.iterdir() if p.is_file()} - {OUTPUT_MANIFEST}
+    present = {n for n in present if not n.endswith(".log")}
+    for extra in sorted(present - set(listed)):
+        problems.append(f"{extra}: written to the output directory but not listed in {OUTPUT_MANIFEST}")
+    for missing in sorted(set(listed) - present):
+        problems.append(f"{missing}: listed in {OUTPUT_MANIFEST} but not written")
+
+    products: list[Product] = []
+    for fname, parents in sorted(listed.items()):
+        if fname not in present:
+            continue
+        parsed, name_problems = naming.problems_in(fname)
+        if parsed is None:
+            problems += [f"{fname}: {p}" for p in name_problems]
+            continue
+        expect = {
+            "instrument": spec.instrument, "level": spec.level, "version": spec.version,
+            "revision": spec.revision, "kernel": spec.kernel_class,
+        }
+        for attr, want in expect.items():
+            got = getattr(parsed, attr)
+            if got != want:
+                problems.append(f"{fname}: {attr} is {got!r}, the job asked for {want!r}")
+        path = out / fname
+        size = path.stat().st_size
+        if size == 0:
+            problems.append(f"{fname}: is empty")
+        products.append(Product(parsed, path, md5_file(path), size, parents))
+    if not listed and not problems:
+        problems.append(f"{OUTPUT_MANIFEST} lists no products")
+    if problems:
+        raise OutputError(spec.job_id, problems)
+    return products, processor

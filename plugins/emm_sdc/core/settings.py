@@ -1,0 +1,59 @@
+"""Site settings shared by every instrument, read from ``EMM_*`` environment variables.
+
+Secrets never live here: S3 and PostgreSQL credentials come from the Airflow
+connections named by ``aws_conn_id`` and ``catalog_conn_id``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def project_root() -> Path:
+    """The project folder (holds ``dags/``, ``include/``, ``plugins/``)."""
+    env = os.environ.get("EMM_PROJECT_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Settings:
+    inbox_bucket: str
+    archive_bucket: str
+    aws_conn_id: str
+    catalog_conn_id: str
+    work_dir: Path
+    environment: str
+
+    @property
+    def sql_dir(self) -> Path:
+        return project_root() / "include" / "sql"
+
+
+def _bucket(var: str, default: str) -> str:
+    value = os.environ.get(var, default)
+    if not _BUCKET.match(value):
+        raise ValueError(f"{var}={value!r} is not a valid S3 bucket name")
+    return value
+
+
+@cache
+def get_settings() -> Settings:
+    """Settings from the environment (cached per process)."""
+    env = os.environ.get("EMM_ENVIRONMENT", "production")
+    if env not in ("production", "staging"):
+        raise ValueError(f"EMM_ENVIRONMENT={env!r} must be 'production' or 'staging'")
+    return Settings(
+        inbox_bucket=_bucket("EMM_INBOX_BUCKET", "emm-sdc-inbox"),
+        archive_bucket=_bucket("EMM_ARCHIVE_BUCKET", "emm-sdc-archive"),
+        aws_conn_id=os.environ.get("EMM_AWS_CONN_ID", "emm_s3"),
+        catalog_conn_id=os.environ.get("EMM_CATALOG_CONN_ID", "emm_catalog"),
+        work_dir=Path(os.environ.get("EMM_WORK_DIR") or Path(tempfile.gettempdir()) / "emm-sdc-work"),
+        environment=env,
+    )

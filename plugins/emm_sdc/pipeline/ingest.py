@@ -1,0 +1,150 @@
+"""Ingest: MOC deliveries in the S3 inbox become archived, indexed L0/HK files (or quarantined).
+
+DAG ``emm_<inst>_ingest``, on the ITF's cron schedule: a deferrable S3 sensor
+waits (in the triggerer, costing no worker slot) until the inbox holds work
+that is ready; each file is then validated and archived or quarantined by
+its own mapped task; Asset events announce the new L0 and HK files.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import DAG, Asset, TriggerRule, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from emm_sdc import connections
+from emm_sdc.assets import level_asset
+from emm_sdc.core import delivery
+from emm_sdc.core.archiving import Archiver
+from emm_sdc.core.config import ItfConfig
+from emm_sdc.core.settings import get_settings
+from emm_sdc.notify import SdcNotifier
+from emm_sdc.pipeline.common import START_DATE, default_args, fail_if_any_failed, run_context
+
+log = logging.getLogger(__name__)
+
+#: Most files one run handles (each is a mapped task; Airflow caps maps at 1024).
+MAX_BATCH = 500
+
+
+def inbox_has_work(files: list[dict[str, Any]], prefix: str, grace_minutes: int, **_context: Any) -> bool:
+    """Sensor check: fire only when some file is ready or overdue, not for files still waiting."""
+    plan = delivery.plan(delivery.sensor_objects(files), prefix,
+                         now=datetime.now(UTC), grace=timedelta(minutes=grace_minutes))
+    return bool(plan.actionable)
+
+
+def _announce(asset: Asset, level: str) -> Any:
+    @task(task_id=f"announce_{level}", outlets=[asset], trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def announce() -> list[str]:
+        """Emit an Asset event listing this run's newly archived files of one level."""
+        ctx = get_current_context()
+        rows = connections.catalog().query(
+            "files_of_run", {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"]}
+        )
+        names = [r["file_name"] for r in rows if r["data_level"] == level]
+        if not names:
+            raise AirflowSkipException(f"no new {level} files in this run")
+        ctx["outlet_events"][asset].extra = {"files": names, "count": len(names)}
+        log.info("announcing %d new %s file(s)", len(names), level)
+        return names
+
+    return announce()
+
+
+def build_ingest_dag(cfg: ItfConfig) -> DAG:
+    """The ingest DAG of one instrument, from its validated ITF config."""
+    settings = get_settings()
+    inst = cfg.instrument
+    prefix = cfg.ingest.inbox_prefix
+    grace = cfg.ingest.sidecar_grace_minutes
+
+    @dag(
+        dag_id=f"emm_{inst}_ingest",
+        schedule=cfg.ingest.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=cfg.airflow.max_active_tasks,
+        default_args=default_args(cfg, "ingest"),
+        tags=["emm", inst, "ingest"],
+        doc_md=__doc__,
+    )
+    def ingest() -> None:
+        wait = S3KeySensor(
+            task_id="wait_for_delivery",
+            bucket_name=settings.inbox_bucket,
+            bucket_key=f"{prefix}*",
+            wildcard_match=True,
+            check_fn=partial(inbox_has_work, prefix=prefix, grace_minutes=grace),
+            metadata_keys=["Key", "Size", "LastModified"],
+            aws_conn_id=settings.aws_conn_id,
+            deferrable=True,
+            poke_interval=60,
+            timeout=cfg.ingest.wait_minutes * 60,
+            soft_fail=True,
+            retries=0,
+        )
+
+        @task
+        def plan_batch() -> list[dict[str, Any]]:
+            """Pair files with sidecars; return the ready and overdue ones (at most MAX_BATCH)."""
+            objects = connections.storage().list(settings.inbox_bucket, prefix)
+            plan = delivery.plan(objects, prefix, now=datetime.now(UTC), grace=timedelta(minutes=grace))
+            if plan.waiting:
+                log.info("%d file(s) wait for their sidecar (grace %d min): %s",
+                         len(plan.waiting), grace, plan.waiting[:20])
+            work = plan.actionable[:MAX_BATCH]
+            log.info("%d ready, %d overdue; handling %d now", len(plan.ready), len(plan.overdue), len(work))
+            return [item.to_dict() for item in work]
+
+        @task(map_index_template="{{ file_name }}")
+        def handle_file(item: dict[str, Any]) -> dict[str, Any]:
+            """Validate one delivery (name, sidecar, MD5, packets) and archive or quarantine it."""
+            parsed = delivery.DeliveryItem.from_dict(item)
+            get_current_context()["file_name"] = parsed.key.rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
+            archiver = Archiver(
+                connections.storage(), connections.catalog(), cfg,
+                inbox_bucket=settings.inbox_bucket, archive_bucket=settings.archive_bucket,
+                ctx=run_context(),
+            )
+            return archiver.handle(parsed).to_dict()
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def report() -> dict[str, Any]:
+            """Summarise the run from the catalog; notify the ITF of quarantined files."""
+            ctx = run_context()
+            cat = connections.catalog()
+            rows = cat.query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
+            summary: dict[str, Any] = {"archived": 0, "duplicate": 0, "quarantined": 0}
+            for r in rows:
+                summary[r["outcome"]] += 1
+            quarantined = [r for r in rows if r["outcome"] == "quarantined"]
+            summary["quarantine"] = [
+                {"file": r["inbox_key"], "reason_code": r["reason_code"], "reason": r["reason"]}
+                for r in quarantined
+            ]
+            if quarantined:
+                body = "\n".join(f"- {q['file']}: {q['reason_code']}: {q['reason']}" for q in summary["quarantine"])
+                SdcNotifier.from_config(
+                    cfg.notifications,
+                    subject=f"[EMM SDC] {len(quarantined)} {inst} file(s) quarantined",
+                    body=f"Run {ctx.dag_run_id} of {ctx.dag_id} quarantined:\n{body}",
+                ).notify(get_current_context())
+            log.info("ingest summary: %s", summary)
+            return summary
+
+        items = plan_batch()
+        handled = handle_file.expand(item=items)
+        wait >> items
+        announced = [_announce(level_asset(inst, lvl), lvl) for lvl in ("l0", "hk")]
+        handled >> announced
+        handled >> report()
+        handled >> fail_if_any_failed()
+
+    return ingest()

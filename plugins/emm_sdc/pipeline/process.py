@@ -1,0 +1,313 @@
+"""Processing: new L0 becomes Quicklook, L1 and L2 products through the ITF's processor.
+
+DAG ``emm_<inst>_process`` runs when the instrument's L0 Asset gets an event
+(the files are in the event's ``extra``). Run by hand, its params pick the
+inputs (file names, orbits or a date range); with none, it processes every
+archived L0 file that has no product yet.
+
+Work is grouped into units (per orbit, day or file, from the YAML). Each unit
+is one instance of a mapped task group in which every chain level has three
+tasks: ``prepare`` (resolve inputs from the catalog, stage them, open a
+processing-run record), ``run`` (the ITF processor through the configured
+runner) and ``collect`` (validate outputs, checksum, upload, and index
+products with lineage in one transaction). A level whose products already
+exist is skipped, so re-runs change nothing unless ``reprocess`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from emm_sdc import connections
+from emm_sdc.assets import level_asset
+from emm_sdc.core.catalog import Catalog, file_record
+from emm_sdc.core.checksums import md5_file
+from emm_sdc.core.config import ChainStep, ItfConfig
+from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
+from emm_sdc.core.settings import get_settings, project_root
+from emm_sdc.core.storage import LOG_ROOT, Storage
+from emm_sdc.pipeline.common import START_DATE, default_args, fail_if_any_failed
+from emm_sdc.runners.local import JobFailed, run_local
+
+log = logging.getLogger(__name__)
+
+
+def _unit_key(cfg: ItfConfig, row: dict[str, Any]) -> str:
+    if cfg.processing.group_by == "orbit":
+        return f"orbit-{row['orbit_number']:04d}"
+    if cfg.processing.group_by == "day":
+        return f"day-{row['timetag']:%Y%m%d}"
+    return f"file-{row['file_root']}"
+
+
+def select_inputs(cat: Catalog, cfg: ItfConfig, params: dict[str, Any], event_files: list[str]) -> list[dict]:
+    """Science L0 rows to process: from asset events, else params, else everything pending."""
+    inst = cfg.instrument
+    names = event_files or list(params.get("files") or [])
+    if names:
+        rows = list(cat.files(names).values())
+        unknown = sorted(set(names) - {r["file_name"] for r in rows})
+        if unknown:
+            raise AirflowFailException(f"not in the catalog: {unknown}")
+    elif params.get("orbits"):
+        rows = cat.query("science_l0_by_orbit", {"instrument_id": inst, "orbits": list(params["orbits"])})
+    elif params.get("start_date"):
+        start = date.fromisoformat(params["start_date"])
+        end = date.fromisoformat(params.get("end_date") or params["start_date"]) + timedelta(days=1)
+        rows = cat.query("science_l0_by_time", {"instrument_id": inst, "start": start, "end": end})
+    else:
+        first = cfg.processing.chain[0].level
+        rows = cat.query("unprocessed_inputs",
+                         {"instrument_id": inst, "input_level": "l0", "target_level": first})
+    return [r for r in rows if r["instrument_id"] == inst and r["data_level"] == "l0"
+            and cfg.classify(r["file_name"]) == "science"]
+
+
+def plan_units_from(cfg: ItfConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        groups[_unit_key(cfg, row)].append(row["file_name"])
+    return [{"unit": key, "inputs": sorted(files)} for key, files in sorted(groups.items())]
+
+
+def prepare_job(
+    cat: Catalog, storage: Storage, cfg: ItfConfig, step: ChainStep, unit: dict[str, Any], *,
+    dag_id: str, run_id: str, task_id: str, map_index: int, reprocess: bool, reason: str | None,
+) -> JobSpec | None:
+    """Resolve, stage and register one job; None when its products already exist."""
+    settings = get_settings()
+    roots = list(cat.files(unit["inputs"]).values())
+    root_ids = [r["id"] for r in roots]
+    sources: list[dict[str, Any]] = []
+    for src in step.inputs:
+        if src == "l0":
+            sources += roots
+        else:
+            sources += cat.query("latest_descendants_at_level", {"root_ids": root_ids, "data_level": src})
+    if not sources:
+        log.info("no %s inputs for %s", step.inputs, unit["unit"])
+        return None
+    version = cfg.processing.product_version
+    children = cat.query("children_at_level", {"input_ids": [s["id"] for s in sources], "data_level": step.level})
+    covered = {c["input_id"] for c in children if c["version"] == version}
+    if not reprocess:
+        sources = [s for s in sources if s["id"] not in covered]
+        if not sources:
+            log.info("%s %s: every input already has a v%02d product; skipping", unit["unit"], step.level, version)
+            return None
+    mine = {s["id"] for s in sources}
+    used = [c["revision"] for c in children if c["version"] == version and c["input_id"] in mine]
+    revision = max(used) + 1 if used else 0
+
+    job_id = safe_id(f"{dag_id}__{run_id}__{unit['unit']}__{step.level}")
+    workdir = settings.work_dir / safe_id(dag_id) / safe_id(run_id) / unit["unit"] / step.level
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    spec = JobSpec(
+        job_id=job_id, instrument=cfg.instrument, level=step.level, work_unit=unit["unit"],
+        workdir=str(workdir), version=version, revision=revision, kernel_class="n",
+        inputs=[JobInput(s["file_name"], s["s3_key"], s["md5checksum"].strip(), s["data_level"]) for s in sources],
+        environment=settings.environment, parameters=dict(step.parameters), reason=reason,
+    )
+    for inp in spec.inputs:
+        path = spec.input_dir / inp.file_name
+        storage.download(settings.archive_bucket, inp.s3_key, path)
+        if md5_file(path) != inp.md5:
+            raise AirflowFailException(f"staged copy of {inp.file_name} does not match its catalogued MD5")
+    runner = cfg.processing.runner
+    spec.processing_run_id = cat.start_run(
+        dag_id=dag_id, dag_run_id=run_id, task_id=task_id, map_index=map_index, try_number=1,
+        instrument_id=cfg.instrument, data_level=step.level, work_unit=unit["unit"], runner=runner.kind,
+        processor_name=cfg.processing.processor.name, processor_version=cfg.processing.processor.version,
+        image=None, environment=settings.environment, meta_kernel=spec.meta_kernel, reason=reason,
+        started_at=datetime.now(UTC),
+    )
+    spec.write_manifest()
+    return spec
+
+
+def _log_key(spec: JobSpec) -> str:
+    now = datetime.now(UTC)
+    return f"{LOG_ROOT}/{spec.instrument}/{spec.level}/{now:%Y/%m}/{spec.job_id}.log"
+
+
+def archive_log(storage: Storage, spec: JobSpec) -> str | None:
+    """Store the job's processor log next to the products; return its s3:// URI."""
+    if not spec.log_path.exists():
+        return None
+    bucket = get_settings().archive_bucket
+    key = _log_key(spec)
+    storage.put_bytes(bucket, key, spec.log_path.read_bytes(), "text/plain")
+    return f"s3://{bucket}/{key}"
+
+
+def fail_run(cat: Catalog, storage: Storage, spec: JobSpec, exit_status: int | None, message: str) -> None:
+    """Close the processing-run record as failed and keep the log."""
+    uri = archive_log(storage, spec)
+    assert spec.processing_run_id is not None
+    cat.finish_run(spec.processing_run_id, status="failed", ended_at=datetime.now(UTC),
+                   exit_status=exit_status, message=message[-4000:], log_uri=uri)
+
+
+def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
+    """Validate, upload and index a finished job's products; all or nothing."""
+    bucket = get_settings().archive_bucket
+    try:
+        products, processor = collect_outputs(spec)
+        taken = cat.files([p.name.file_name for p in products])
+        if taken:
+            raise OutputError(spec.job_id, [f"{n}: already indexed; products are never overwritten" for n in taken])
+    except OutputError as exc:
+        fail_run(cat, storage, spec, 0, str(exc))
+        raise AirflowFailException(str(exc)) from None
+    uploaded: list[str] = []
+    try:
+        for p in products:
+            storage.upload_verified(p.path, bucket, p.name.archive_key, md5=p.md5)
+            uploaded.append(p.name.archive_key)
+        log_uri = archive_log(storage, spec)
+        records = [(file_record(p.name, size=p.size, md5=p.md5, bucket=bucket), p.inputs) for p in products]
+        assert spec.processing_run_id is not None
+        cat.index_products(spec.processing_run_id, records, ended_at=datetime.now(UTC), log_uri=log_uri)
+    except Exception as exc:
+        # Nothing was indexed (one transaction): remove what this attempt uploaded.
+        storage.delete(bucket, *uploaded)
+        fail_run(cat, storage, spec, 0, f"indexing failed: {exc}")
+        raise
+    log.info("indexed %d %s product(s) from %s (processor %s)", len(products), spec.level,
+             spec.work_unit, processor)
+    return [p.name.file_name for p in products]
+
+
+def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
+    """prepare >> run >> collect for one level; returns (prepare, collect) task outputs factory."""
+    runner = cfg.processing.runner
+
+    @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED)
+    def prepare(unit: dict[str, Any]) -> dict[str, Any]:
+        ctx = get_current_context()
+        params = ctx["params"]
+        if params.get("levels") and step.level not in params["levels"]:
+            raise AirflowSkipException(f"{step.level} not among the requested levels {params['levels']}")
+        spec = prepare_job(
+            connections.catalog(), connections.storage(), cfg, step, unit,
+            dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], task_id=ctx["ti"].task_id,
+            map_index=ctx["ti"].map_index, reprocess=bool(params.get("reprocess")),
+            reason=params.get("reason") or None,
+        )
+        if spec is None:
+            raise AirflowSkipException(f"nothing to make at {step.level} for {unit['unit']}")
+        return spec.to_dict()
+
+    @task(task_id="run", execution_timeout=timedelta(minutes=runner.timeout_minutes + 5))
+    def run(job: dict[str, Any]) -> dict[str, Any]:
+        spec = JobSpec.from_dict(job)
+        if spec.output_dir.exists():  # a retry starts from an empty output directory
+            shutil.rmtree(spec.output_dir)
+        spec.output_dir.mkdir(parents=True)
+        try:
+            result = run_local(spec, runner.command, cwd=project_root(), memory_mb=runner.memory_mb,
+                               timeout_s=runner.timeout_minutes * 60)
+        except JobFailed as exc:
+            fail_run(connections.catalog(), connections.storage(), spec, exc.exit_status, str(exc))
+            raise
+        return {"exit_status": result.exit_status}
+
+    @task(task_id="collect")
+    def collect(job: dict[str, Any], result: dict[str, Any]) -> list[str]:
+        spec = JobSpec.from_dict(job)
+        names = collect_job(connections.catalog(), connections.storage(), spec)
+        shutil.rmtree(spec.workdir, ignore_errors=True)
+        return names
+
+    return prepare, (run, collect)
+
+
+def _announce(asset: Asset, level: str) -> Any:
+    @task(task_id=f"announce_{level}", outlets=[asset], trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def announce() -> list[str]:
+        """Emit an Asset event listing this run's new products of one level."""
+        ctx = get_current_context()
+        rows = connections.catalog().query(
+            "products_of_run", {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"], "data_level": level}
+        )
+        names = [r["file_name"] for r in rows]
+        if not names:
+            raise AirflowSkipException(f"no new {level} products in this run")
+        ctx["outlet_events"][asset].extra = {"files": names, "count": len(names)}
+        return names
+
+    return announce()
+
+
+def build_process_dag(cfg: ItfConfig) -> DAG:
+    """The processing DAG of one instrument, from its validated ITF config."""
+    inst = cfg.instrument
+    chain = cfg.processing.chain
+    levels = [s.level for s in chain]
+
+    @dag(
+        dag_id=f"emm_{inst}_process",
+        schedule=[level_asset(inst, "l0")],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=cfg.airflow.max_active_runs,
+        max_active_tasks=cfg.airflow.max_active_tasks,
+        default_args=default_args(cfg, "processing"),
+        tags=["emm", inst, "processing"],
+        doc_md=__doc__,
+        params={
+            "files": Param([], type="array", items={"type": "string"},
+                           description="L0 file names to process (manual runs)"),
+            "orbits": Param([], type="array", items={"type": "integer"}, description="orbits to process"),
+            "start_date": Param(None, type=["null", "string"], format="date",
+                                description="first observation day (YYYY-MM-DD)"),
+            "end_date": Param(None, type=["null", "string"], format="date",
+                              description="last observation day (YYYY-MM-DD); defaults to start_date"),
+            "levels": Param([], type="array", items={"type": "string", "enum": levels},
+                            description="levels to make (default: the whole chain)"),
+            "reprocess": Param(False, type="boolean",
+                               description="make a new revision even where products exist"),
+            "reason": Param("", type="string", description="why this run was started (recorded)"),
+        },
+    )
+    def process() -> None:
+        @task
+        def plan_units() -> list[dict[str, Any]]:
+            """Group the inputs into work units (orbit/day/file)."""
+            ctx = get_current_context()
+            event_files: list[str] = []
+            for events in (ctx.get("triggering_asset_events") or {}).values():
+                for ev in events:
+                    event_files += list((ev.extra or {}).get("files", []))
+            rows = select_inputs(connections.catalog(), cfg, dict(ctx["params"]), event_files)
+            units = plan_units_from(cfg, rows)
+            log.info("%d input file(s) in %d unit(s): %s", len(rows), len(units), [u["unit"] for u in units])
+            return units
+
+        @task_group(group_id="unit")
+        def unit_chain(unit: dict[str, Any]) -> None:
+            done: dict[str, Any] = {}
+            for step in chain:
+                with TaskGroup(group_id=step.level):
+                    prepare, (run, collect) = _chain_group(cfg, step)
+                    job = prepare(unit)
+                    finished = collect(job, run(job))
+                for src in step.inputs:
+                    if src in done:
+                        done[src] >> job
+                done[step.level] = finished
+
+        groups = unit_chain.expand(unit=plan_units())
+        groups >> [_announce(level_asset(inst, lvl), lvl) for lvl in levels]
+        groups >> fail_if_any_failed()
+
+    return process()
+
