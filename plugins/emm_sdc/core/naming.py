@@ -232,6 +232,10 @@ def problems_in(file_name: str) -> tuple[EmmName | None, list[NameProblem]]:
 
     stem, ext = split_extension(file_name)
     tokens = stem.split("_")
+    if len(tokens) > 4 and re.fullmatch(r"\d{8}", tokens[3]) and re.fullmatch(r"\d{6}", tokens[4]):
+        bad("timestamp", "timestamp", f"{tokens[3]}_{tokens[4]}",
+            "date and time are joined by 'T' (YYYYMMDDThhmmss), not '_'")
+        tokens[3:5] = [f"{tokens[3]}T{tokens[4]}"]
     if len(tokens) < 7:
         bad("structure", "file_name", file_name,
             "expected emm_<inst>_<level>_<YYYYMMDD>T<hhmmss>_<orbit>[_<mode>][_<descriptor>]"
