@@ -45,7 +45,7 @@ class Outcome:
     """What became of one inbox file."""
 
     inbox_key: str
-    outcome: str  # archived | duplicate | quarantined
+    outcome: str  # archived | duplicate | quarantined | gone (an earlier attempt handled it)
     file_name: str
     level: str | None = None
     archive_key: str | None = None
@@ -97,6 +97,9 @@ class Archiver:
     def handle(self, item: DeliveryItem) -> Outcome:
         """Archive, skip (duplicate) or quarantine one item; the inbox is emptied of it either way."""
         file_name = item.key.rsplit("/", 1)[-1]
+        if self.storage.head(self.inbox_bucket, item.key) is None:
+            log.info("%s is no longer in the inbox (an earlier attempt handled it)", item.key)
+            return Outcome(item.key, "gone", file_name)
         if item.problem:
             return self._quarantine(item, file_name, item.problem, REASONS[item.problem])
         try:
