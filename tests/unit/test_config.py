@@ -59,7 +59,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_config_in_the_wrong_file(tmp_path: Path) -> None:
     shutil.copy(SHIPPED / "emus.yaml", tmp_path / "exi.yaml")
-    with pytest.raises(config.ConfigError, match="'emu' belongs in emus.yaml, not exi.yaml"):
+    with pytest.raises(config.ConfigError, match=r"'emu' belongs in emus\.yaml, not exi\.yaml"):
         config.load_config(tmp_path / "exi.yaml")
 
 

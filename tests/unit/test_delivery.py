@@ -38,7 +38,7 @@ def test_subfolders_are_strays() -> None:
 
 def test_sensor_check_fires_only_for_actionable_work() -> None:
     waiting = [{"Key": P + "b.bin", "Size": 3, "LastModified": datetime.now(UTC)}]
-    ready = waiting + [{"Key": P + "b.bin.md5", "Size": 3, "LastModified": datetime.now(UTC)}]
+    ready = [*waiting, {"Key": P + "b.bin.md5", "Size": 3, "LastModified": datetime.now(UTC)}]
     assert not inbox_has_work(waiting, prefix=P, grace_minutes=60)
     assert inbox_has_work(ready, prefix=P, grace_minutes=60)
     assert inbox_has_work(waiting, prefix=P, grace_minutes=0)
