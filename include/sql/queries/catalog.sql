@@ -177,3 +177,15 @@ SELECT * FROM science_files_latest
 WHERE instrument_id = %(instrument_id)s AND data_level = 'l0'
   AND timetag >= %(start)s AND timetag < %(end)s
 ORDER BY timetag, file_name;
+
+-- name: run_status_counts
+SELECT status, count(*) AS runs FROM processing_runs GROUP BY status ORDER BY status;
+
+-- name: sample_lineage
+-- A few product -> input pairs, highest level first, for summaries.
+SELECT p.file_name AS product, i.file_name AS input
+FROM lineage l
+JOIN science_files p ON p.id = l.product_id
+JOIN science_files i ON i.id = l.input_id
+ORDER BY p.data_level DESC, p.file_name
+LIMIT 4;

@@ -1,0 +1,265 @@
+"""``./sdc`` commands: the end-to-end demo, Airflow standalone on embedded services, catalog migrations.
+
+    ./sdc demo          run the SDC's main job end to end on embedded services; print a summary
+    ./sdc standalone    start Airflow (UI on :8080) on embedded services, with a synthetic delivery
+    ./sdc deliver       deliver more synthetic orbits to a running standalone's inbox
+    ./sdc migrate       apply catalog migrations using the emm_catalog connection
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emm_sdc.core.settings import project_root
+
+INSTRUMENTS = ("exi", "emu", "emr")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> tuple[bool, float]:
+    """Run an ``airflow`` CLI command, its output to ``log_path``; return (ok, seconds)."""
+    t0 = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, stdout=fh,
+                              stderr=subprocess.STDOUT, check=False)
+    return proc.returncode == 0, time.monotonic() - t0
+
+
+def _dag_run_ok(log_path: Path) -> bool:
+    text = log_path.read_text(errors="replace")
+    return "state=success" in text and "DagRun Finished" in text
+
+
+class Services:
+    """Embedded S3 + PostgreSQL and the environment that points Airflow at them."""
+
+    def __init__(self, state: Path, *, fresh: bool):
+        from emm_sdc.embedded import EmbeddedPostgres, EmbeddedS3, airflow_env
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        if fresh and state.exists():
+            EmbeddedPostgres(state / "pgdata").stop_stale()
+            shutil.rmtree(state)
+        state.mkdir(parents=True, exist_ok=True)
+        self.state = state
+        self.pg = EmbeddedPostgres(state / "pgdata").start()
+        self.s3 = EmbeddedS3().start()
+        self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg)}
+        (state / "services.json").write_text(json.dumps({
+            "s3_endpoint": self.s3.endpoint, "catalog": self.pg.conn_json(), "pid": os.getpid(),
+        }))
+        from emm_sdc.core import catalog
+
+        self.catalog_conn = self.pg.connect()
+        self.applied = catalog.migrate(self.catalog_conn)
+        client = self.s3.client()
+        for bucket in ("emm-sdc-inbox", "emm-sdc-archive"):
+            client.create_bucket(Bucket=bucket)
+        self.client = client
+
+    def close(self) -> None:
+        self.catalog_conn.close()
+        self.s3.stop()
+        self.pg.stop()
+
+
+def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomalies: bool) -> dict[str, Any]:
+    """Write synthetic MOC files for every instrument and upload them to the inbox."""
+    from emm_sdc import synthetic
+    from emm_sdc.core.config import load_instrument
+    from emm_sdc.moc import deliver
+
+    files = synthetic.generate(out, orbits=orbits)
+    bad: list[synthetic.Delivered] = []
+    if anomalies:
+        by = {inst: [f for f in files if f.instrument == inst and f.level == "l0"] for inst in INSTRUMENTS}
+        bad = [
+            synthetic.corrupt(out, by["exi"][0]),
+            synthetic.truncated(out, by["emr"][0]),
+            synthetic.misnamed(out, by["emu"][0], rule="orbit"),
+            synthetic.zero_byte(out, by["emr"][1]),
+            synthetic.missing_sidecar(out, by["exi"][1]),
+        ]
+    for inst in INSTRUMENTS:
+        prefix = load_instrument(inst).ingest.inbox_prefix
+        deliver(client, "emm-sdc-inbox", prefix, [f for f in files + bad if f.instrument == inst])
+    return {"valid": files, "anomalies": bad}
+
+
+def _summary(svc: Services, received: int) -> str:
+    from emm_sdc.core.catalog import Catalog
+
+    cat = Catalog(svc.catalog_conn)
+    lines = ["", "=" * 78, "EMM SDC demo: what the SDC made", "=" * 78]
+    outcomes: dict[str, int] = {}
+    for r in cat.query("delivery_outcomes"):
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + r["files"]
+    inbox = svc.client.list_objects_v2(Bucket="emm-sdc-inbox").get("KeyCount", 0)
+    lines.append(f"Files delivered by the MOC (data files, without sidecars): {received}")
+    lines.append(f"  archived+indexed: {outcomes.get('archived', 0)}   duplicates (no-op): "
+                 f"{outcomes.get('duplicate', 0)}   quarantined: {outcomes.get('quarantined', 0)}   "
+                 f"still in inbox (waiting for a sidecar): {inbox}")
+    lines.append("Quarantined (reason code: reason):")
+    for q in cat.query("quarantine_list"):
+        lines.append(f"  {q['original_key'].rsplit('/', 1)[-1]}")
+        lines.append(f"      {q['reason_code']}: {q['reason'][:150]}")
+    lines.append("Archive by instrument and level (catalog):")
+    lines.append(f"  {'inst':5} {'level':6} {'type':10} {'files':>6} {'bytes':>12}")
+    for r in cat.query("counts_by_level"):
+        lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['product_type']:10} "
+                     f"{r['files']:>6} {int(r['bytes']):>12,}")
+    runs = cat.query("run_status_counts")
+    lines.append("Processing runs: " + ", ".join(f"{r['status']} {r['runs']}" for r in runs))
+    lines.append("Catalog rows: " + ", ".join(f"{r['table_name']} {r['rows']}" for r in cat.query("table_counts")))
+    keys = [o["Key"] for page in svc.client.get_paginator("list_objects_v2").paginate(Bucket="emm-sdc-archive")
+            for o in page.get("Contents", [])]
+    by_root: dict[str, int] = {}
+    for k in keys:
+        root = "/".join(k.split("/")[:2])
+        by_root[root] = by_root.get(root, 0) + 1
+    lines.append("Archive bucket s3://emm-sdc-archive: " + ", ".join(f"{k}/ {v}" for k, v in sorted(by_root.items())))
+    sample = cat.query("sample_lineage")
+    if sample:
+        lines.append("Lineage example:")
+        for r in sample:
+            lines.append(f"  {r['product']}  <-  {r['input']}")
+    lines.append(f"State, logs and data: {svc.state}")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The SDC's main job end to end, on embedded services."""
+    state = Path(args.state_dir).resolve()
+    t0 = time.monotonic()
+    _say(f"[1/6] Starting embedded services (state in {state})")
+    svc = Services(state, fresh=True)
+    ok = True
+    try:
+        _say(f"      S3 (moto server) at {svc.s3.endpoint}; PostgreSQL at {svc.pg.socket_dir}")
+        _say(f"      catalog migrations applied: {', '.join(svc.applied)}")
+        done, secs = _airflow(["db", "migrate"], svc.env, state / "logs" / "airflow-db-migrate.log")
+        _say(f"[2/6] airflow db migrate: {'ok' if done else 'FAILED'} ({secs:.0f} s)")
+        if not done:
+            return 1
+        _say("[3/6] MOC delivers orbits 0011-0012 for EXI, EMUS, EMIRS (+ corrupt, truncated, misnamed, "
+             "zero-byte, sidecar-less files)")
+        first = _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
+        received = len(first["valid"]) + len(first["anomalies"])
+
+        def run_dag(dag_id: str) -> None:
+            nonlocal ok
+            log = state / "logs" / f"{dag_id}-{time.strftime('%H%M%S')}.log"
+            _, secs = _airflow(["dags", "test", dag_id], svc.env, log)
+            good = _dag_run_ok(log)
+            ok &= good
+            _say(f"      airflow dags test {dag_id:18} {'success' if good else 'FAILED'} ({secs:.0f} s)  log: {log}")
+
+        _say("[4/6] Ingest, then processing, per instrument (real Airflow runs: airflow dags test)")
+        for inst in INSTRUMENTS:
+            run_dag(f"emm_{inst}_ingest")
+        for inst in INSTRUMENTS:
+            run_dag(f"emm_{inst}_process")
+        _say("[5/6] Second delivery: orbit 0013, an identical re-delivery (duplicate) and a same-name "
+             "file with different content (conflict)")
+        from emm_sdc import synthetic
+
+        again = _deliver_synthetic(svc.client, state / "moc" / "delivery-2", (13,), anomalies=False)
+        from emm_sdc.moc import deliver
+
+        dup = next(f for f in first["valid"] if f.instrument == "emr" and f.level == "l0")
+        conflict = synthetic.conflicting(state / "moc" / "conflict", dup)
+        deliver(svc.client, "emm-sdc-inbox", "inbox/emr/", [dup])
+        deliver(svc.client, "emm-sdc-inbox", "inbox/emr/", [conflict])
+        received += len(again["valid"]) + 2
+        for inst in INSTRUMENTS:
+            run_dag(f"emm_{inst}_ingest")
+        for inst in INSTRUMENTS:
+            run_dag(f"emm_{inst}_process")
+        _say("[6/6] Summary")
+        _say(_summary(svc, received))
+        _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")
+        return 0 if ok else 1
+    finally:
+        svc.close()
+
+
+def cmd_standalone(args: argparse.Namespace) -> int:
+    """Airflow standalone (scheduler, triggerer, API server + UI) on embedded services."""
+    state = Path(args.state_dir).resolve()
+    svc = Services(state, fresh=True)
+    try:
+        env = {**svc.env, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+               "AIRFLOW__API__PORT": str(args.port)}
+        _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
+        _say(f"S3 (moto) at {svc.s3.endpoint}; catalog PostgreSQL socket {svc.pg.socket_dir}")
+        _say("Delivered orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. The ingest DAGs pick them up "
+             "on their schedule; processing follows on the L0 Asset events.")
+        _say(f"Airflow UI: http://localhost:{args.port}  (user 'admin'; password printed by Airflow below)")
+        _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14")
+        return subprocess.run([sys.executable, "-m", "airflow", "standalone"], env=env, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        svc.close()
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Upload more synthetic orbits to the inbox of a running standalone."""
+    import boto3
+
+    info = json.loads((Path(args.state_dir) / "services.json").read_text())
+    client = boto3.client("s3", endpoint_url=info["s3_endpoint"], region_name="us-east-1",
+                          aws_access_key_id="embedded", aws_secret_access_key="embedded")  # noqa: S106
+    out = Path(args.state_dir) / "moc" / f"delivery-{int(time.time())}"
+    sent = _deliver_synthetic(client, out, tuple(args.orbits), anomalies=False)
+    _say(f"delivered {len(sent['valid'])} files for orbits {args.orbits}")
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from emm_sdc import connections
+    from emm_sdc.core import catalog
+
+    applied = catalog.migrate(connections.catalog().conn)
+    _say(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sdc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_state = str(project_root() / ".sdc")
+    p = sub.add_parser("demo", help="run the main job end to end on embedded services")
+    p.add_argument("--state-dir", default=f"{default_state}/demo")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("standalone", help="airflow standalone on embedded services")
+    p.add_argument("--state-dir", default=f"{default_state}/standalone")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_standalone)
+    p = sub.add_parser("deliver", help="deliver synthetic orbits to a running standalone")
+    p.add_argument("--state-dir", default=f"{default_state}/standalone")
+    p.add_argument("--orbits", type=int, nargs="+", required=True)
+    p.set_defaults(func=cmd_deliver)
+    p = sub.add_parser("migrate", help="apply catalog migrations (emm_catalog connection)")
+    p.set_defaults(func=cmd_migrate)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

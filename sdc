@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# EMM SDC entry point. Creates/updates the virtualenv on first use, then:
+#   ./sdc demo         run the SDC's main job end to end on embedded services and print a summary
+#   ./sdc test [args]  run the whole test suite (pytest args pass through)
+#   ./sdc standalone   Airflow UI + scheduler on embedded services
+#   ./sdc deliver ...  more synthetic data for a running standalone;  ./sdc migrate: catalog migrations
+#   ./sdc bench        benchmarks (ratios against baselines measured in the same run)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+VENV=.venv
+want=$(cat requirements.txt requirements-dev.txt constraints.txt | sha256sum | cut -c1-64)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
+  echo "sdc: installing pinned requirements into $VENV (first run takes a few minutes)..." >&2
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+  echo "$want" > "$VENV/.installed"
+fi
+export PYTHONPATH="$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}"
+cmd=${1:-help}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  test) exec scripts/run-tests "$@" ;;
+  bench) for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b" "$@"; done ;;
+  help|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) exec "$VENV/bin/python" -m emm_sdc.cli "$cmd" "$@" ;;
+esac

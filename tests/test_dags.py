@@ -1,0 +1,76 @@
+"""DAG folder: every DAG imports cleanly and cheaply; a broken ITF YAML breaks only its own DAGs."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow.dag_processing.dagbag import DagBag
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = {
+    f"emm_{inst}_{kind}" for inst in ("exi", "emu", "emr") for kind in ("ingest", "process")
+} | {"emm_catalog_migrate"}
+
+
+def _bag() -> DagBag:
+    return DagBag(dag_folder=str(ROOT / "dags"), safe_mode=False)
+
+
+@pytest.fixture(scope="module")
+def bag() -> DagBag:
+    return _bag()
+
+
+def test_no_import_errors_and_every_dag_present(bag: DagBag) -> None:
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == EXPECTED
+
+
+def test_tags_owners_and_retries(bag: DagBag) -> None:
+    for dag in bag.dags.values():
+        assert "emm" in dag.tags, dag.dag_id
+        assert dag.doc_md, dag.dag_id
+        for t in dag.tasks:
+            assert t.owner and t.owner != "airflow", f"{dag.dag_id}.{t.task_id} has no owner"
+            assert t.retries is not None
+    ingest = bag.dags["emm_exi_ingest"]
+    assert ingest.get_task("handle_file").retries == 2  # from exi.yaml
+    assert ingest.get_task("wait_for_delivery").deferrable is True
+
+
+def test_processing_chain_follows_the_yaml(bag: DagBag) -> None:
+    cfg = yaml.safe_load((ROOT / "include/itf_configs/exi.yaml").read_text())
+    dag = bag.dags["emm_exi_process"]
+    for step in cfg["processing"]["chain"]:
+        for part in ("prepare", "run", "collect"):
+            assert f"unit.{step['level']}.{part}" in dag.task_ids
+    l2a_prepare = dag.get_task("unit.l2a.prepare")
+    assert "unit.l1.collect" in l2a_prepare.upstream_task_ids
+    assert dag.get_task("unit.l1.prepare").upstream_task_ids == {"plan_units"}
+
+
+def test_parsing_does_no_network_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("DAG files must not open network connections at parse time")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    assert _bag().import_errors == {}
+
+
+def test_broken_yaml_breaks_only_its_instrument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for f in (ROOT / "include/itf_configs").glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    exi = yaml.safe_load((tmp_path / "exi.yaml").read_text())
+    exi["processing"]["runner"]["timeout_minutes"] = 0
+    (tmp_path / "exi.yaml").write_text(yaml.safe_dump(exi))
+    monkeypatch.setenv("EMM_CONFIG_DIR", str(tmp_path))
+    bag = _bag()
+    assert list(bag.import_errors) == [str(ROOT / "dags" / "emm_exi.py")]
+    message = next(iter(bag.import_errors.values()))
+    assert str(tmp_path / "exi.yaml") in message
+    assert "processing.runner.timeout_minutes: Input should be greater than or equal to 1" in message
+    assert set(bag.dag_ids) == EXPECTED - {"emm_exi_ingest", "emm_exi_process"}
