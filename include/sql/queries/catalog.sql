@@ -189,3 +189,37 @@ JOIN science_files p ON p.id = l.product_id
 JOIN science_files i ON i.id = l.input_id
 ORDER BY p.data_level DESC, p.file_name
 LIMIT 4;
+
+-- name: all_files_brief
+SELECT file_name, md5checksum, s3_key, data_level, revision FROM science_files ORDER BY file_name;
+
+-- name: products_without_lineage_or_run
+-- Integrity check: every processed product has a processing run and at least one input.
+SELECT f.file_name
+FROM science_files f
+WHERE f.data_level NOT IN ('l0', 'hk')
+  AND (f.processing_run_id IS NULL OR NOT EXISTS (SELECT 1 FROM lineage l WHERE l.product_id = f.id));
+
+-- name: delivery_outcomes_total
+SELECT outcome, count(*) AS files FROM deliveries GROUP BY outcome ORDER BY outcome;
+
+-- name: latest_of_level
+SELECT * FROM science_files_latest
+WHERE instrument_id = %(instrument_id)s AND data_level = %(data_level)s
+ORDER BY file_name;
+
+-- name: runs_of_level
+SELECT * FROM processing_runs
+WHERE instrument_id = %(instrument_id)s AND data_level = %(data_level)s
+ORDER BY id;
+
+-- name: descendants_at_level_any_version
+-- Every file (all versions) at a level that descends from the given files.
+WITH RECURSIVE d(id) AS (
+    SELECT unnest(%(root_ids)s::bigint[])
+    UNION
+    SELECT l.product_id FROM lineage l JOIN d ON l.input_id = d.id
+)
+SELECT f.* FROM science_files f
+WHERE f.id IN (SELECT id FROM d) AND f.data_level = %(data_level)s
+ORDER BY f.file_name;

@@ -134,8 +134,9 @@ class Archiver:
         if framer is not None:
             content_problems = framer.finish()
             if content_problems:
-                code = "truncated" if content_problems[0].startswith("truncated") else "bad-content"
-                raise _Reject(code, "; ".join(content_problems), md5=digest.md5, size=digest.size,
+                code = "truncated" if content_problems[0].startswith("truncated: ") else "bad-content"
+                detail = "; ".join(content_problems).removeprefix("truncated: ")
+                raise _Reject(code, detail, md5=digest.md5, size=digest.size,
                               packets=framer.packets)
 
         existing = self.catalog.get_file(file_name)

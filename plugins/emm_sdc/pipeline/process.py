@@ -102,8 +102,10 @@ def prepare_job(
         if not sources:
             log.info("%s %s: every input already has a v%02d product; skipping", unit["unit"], step.level, version)
             return None
-    mine = {s["id"] for s in sources}
-    used = [c["revision"] for c in children if c["version"] == version and c["input_id"] in mine]
+    # A new revision whenever this unit already has products of the level at this version, so a
+    # product never reuses an indexed name (its file root is only known once the processor ran).
+    existing = cat.query("descendants_at_level_any_version", {"root_ids": root_ids, "data_level": step.level})
+    used = [e["revision"] for e in existing if e["version"] == version]
     revision = max(used) + 1 if used else 0
 
     job_id = safe_id(f"{dag_id}__{run_id}__{unit['unit']}__{step.level}")

@@ -12,6 +12,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ def run_local(
 ) -> LocalResult:
     """Run ``command`` under the contract; raise :class:`JobFailed` unless it exits 0."""
     env = {**os.environ, **(extra_env or {}), **spec.env()}
+    if command and command[0] in ("python", "python3"):  # the worker's own interpreter and packages
+        command = [sys.executable, *command[1:]]
     limit = memory_mb * 1024 * 1024
 
     def limits() -> None:  # runs in the child before exec

@@ -1,0 +1,210 @@
+"""End to end through real Airflow runs (dag.test), moto's S3 server and a real PostgreSQL.
+
+A mixed MOC delivery for all three instruments goes through ingest and
+processing; the catalog and the archive are checked; then the same delivery
+arrives again and nothing changes. Further tests drive the processing DAG's
+params (reprocessing into a new revision) and failing processors.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from emm_sdc import synthetic
+from emm_sdc.core.catalog import Catalog
+from emm_sdc.moc import deliver
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+INSTRUMENTS = ("exi", "emu", "emr")
+CHAINS = {"exi": ("l1", "l2a", "l1ql"), "emu": ("l1", "l2a", "l2b"), "emr": ("l1", "l2", "l2ql")}
+
+
+def write_configs(target: Path, **overrides: Any) -> Path:
+    """Copies of the shipped ITF configs with no retry delay and no sidecar grace (tests run in seconds)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for src in (ROOT / "include" / "itf_configs").glob("*.yaml"):
+        data = yaml.safe_load(src.read_text())
+        data["ingest"]["sidecar_grace_minutes"] = 0
+        data["airflow"]["retries"] = overrides.get("retries", 0)
+        data["airflow"]["retry_delay_minutes"] = 0
+        (target / src.name).write_text(yaml.safe_dump(data))
+    return target
+
+
+def run(dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    from emm_sdc.factory import instrument_dags
+
+    inst = dag_id.split("_")[1]
+    dag = instrument_dags(inst)[dag_id]
+    return str(dag.test(run_conf=conf).state)
+
+
+def archive_state(client: Any, bucket: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            keys[o["Key"]] = o["ETag"]
+    return keys
+
+
+def snapshot(cat: Catalog, client: Any, bucket: str) -> dict[str, Any]:
+    files = cat.query("all_files_brief")
+    return {
+        "files": {r["file_name"]: (r["md5checksum"], r["s3_key"]) for r in files},
+        "runs": cat.query("run_status_counts"),
+        "lineage": cat.query("table_counts"),
+        "data": {k: v for k, v in archive_state(client, bucket).items() if k.startswith("emm/data/")},
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, pg_server: Any, s3_server: Any, airflow_db: None) -> Any:
+    """Services for the module: one catalog DB, fresh buckets and config copies (module-scoped state)."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("e2e")
+    from emm_sdc.core import catalog
+    from emm_sdc.core.settings import get_settings
+    from emm_sdc.embedded import aws_conn_json
+
+    pg_server._server.psql('CREATE DATABASE "emm_e2e";')
+    conn = pg_server.connect("emm_e2e")
+    catalog.migrate(conn)
+    client = s3_server.client()
+    buckets = {"inbox": "emm-e2e-inbox", "archive": "emm-e2e-archive"}
+    for b in buckets.values():
+        client.create_bucket(Bucket=b)
+    mp.setenv("AIRFLOW_CONN_EMM_CATALOG", pg_server.conn_json("emm_e2e"))
+    mp.setenv("AIRFLOW_CONN_EMM_S3", aws_conn_json(s3_server.endpoint))
+    mp.setenv("EMM_INBOX_BUCKET", buckets["inbox"])
+    mp.setenv("EMM_ARCHIVE_BUCKET", buckets["archive"])
+    mp.setenv("EMM_WORK_DIR", str(tmp / "work"))
+    mp.setenv("EMM_CONFIG_DIR", str(write_configs(tmp / "configs")))
+    get_settings.cache_clear()
+    yield {"tmp": tmp, "cat": Catalog(conn), "client": client, "buckets": buckets, "mp": mp}
+    mp.undo()
+    get_settings.cache_clear()
+    conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _module_env(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The package-wide autouse fixture resets EMM_WORK_DIR per test; keep the module's world.
+    monkeypatch.setenv("EMM_WORK_DIR", str(world["tmp"] / "work"))
+
+
+def mixed_delivery(out: Path) -> dict[str, Any]:
+    valid = synthetic.generate(out, orbits=(11,))
+    first = {i: next(f for f in valid if f.instrument == i and f.level == "l0") for i in INSTRUMENTS}
+    bad = {
+        "checksum-mismatch": synthetic.corrupt(out, first["exi"]),
+        "truncated": synthetic.truncated(out, first["emr"]),
+        "invalid-name": synthetic.misnamed(out, first["emu"], rule="orbit"),
+        "empty": synthetic.zero_byte(out, first["emu"]),
+        "missing-checksum": synthetic.missing_sidecar(out, first["exi"]),
+    }
+    return {"valid": valid, "bad": bad}
+
+
+def deliver_all(world: Any, files: list[synthetic.Delivered]) -> None:
+    for inst in INSTRUMENTS:
+        deliver(world["client"], world["buckets"]["inbox"], f"inbox/{inst}/",
+                [f for f in files if f.instrument == inst])
+
+
+@pytest.fixture(scope="module")
+def first_pass(world: Any) -> dict[str, Any]:
+    delivery = mixed_delivery(world["tmp"] / "moc")
+    deliver_all(world, delivery["valid"] + list(delivery["bad"].values()))
+    states = {d: run(d) for d in [f"emm_{i}_ingest" for i in INSTRUMENTS] + [f"emm_{i}_process" for i in INSTRUMENTS]}
+    return {"delivery": delivery, "states": states,
+            "snap": snapshot(world["cat"], world["client"], world["buckets"]["archive"])}
+
+
+def test_every_dag_run_succeeded(first_pass: dict[str, Any]) -> None:
+    assert set(first_pass["states"].values()) == {"success"}, first_pass["states"]
+
+
+def test_inbox_is_empty_and_every_file_is_archived_or_quarantined(world: Any, first_pass: dict[str, Any]) -> None:
+    assert archive_state(world["client"], world["buckets"]["inbox"]) == {}
+    cat: Catalog = world["cat"]
+    for f in first_pass["delivery"]["valid"]:
+        row = cat.get_file(f.file_name)
+        assert row is not None and row["md5checksum"] == f.md5, f.file_name
+    reasons = {r["original_key"].rsplit("/", 1)[-1]: r["reason_code"] for r in cat.query("quarantine_list")}
+    assert reasons == {f.file_name: code for code, f in first_pass["delivery"]["bad"].items()}
+    delivered = len(first_pass["delivery"]["valid"]) + len(first_pass["delivery"]["bad"])
+    assert sum(r["files"] for r in cat.query("delivery_outcomes")) == delivered
+
+
+def test_products_exist_for_every_level_with_lineage_and_runs(world: Any, first_pass: dict[str, Any]) -> None:
+    cat: Catalog = world["cat"]
+    counts = {(r["instrument_id"], r["data_level"]): r["files"] for r in cat.query("counts_by_level")}
+    for inst, levels in CHAINS.items():
+        for level in levels:
+            assert counts.get((inst, level), 0) > 0, (inst, level)
+    assert counts[("exi", "l1")] == 6  # two EXI sequences x three filters
+    data = first_pass["snap"]["data"]
+    for name, (_md5, key) in first_pass["snap"]["files"].items():
+        assert key in data, f"{name} indexed but not in the archive"
+    orphans = [k for k in data if k.rsplit("/", 1)[-1] not in first_pass["snap"]["files"]]
+    assert orphans == []
+    problems = cat.query("products_without_lineage_or_run")
+    assert problems == []
+    runs = {r["status"]: r["runs"] for r in first_pass["snap"]["runs"]}
+    assert runs == {"success": sum(len(v) for v in CHAINS.values())}
+    logs = [k for k in archive_state(world["client"], world["buckets"]["archive"]) if k.startswith("emm/logs/")]
+    assert len(logs) == runs["success"]
+
+
+def test_second_run_of_the_same_delivery_changes_nothing(world: Any, first_pass: dict[str, Any]) -> None:
+    deliver_all(world, first_pass["delivery"]["valid"])
+    states = [run(f"emm_{i}_ingest") for i in INSTRUMENTS] + [run(f"emm_{i}_process") for i in INSTRUMENTS]
+    assert set(states) == {"success"}
+    after = snapshot(world["cat"], world["client"], world["buckets"]["archive"])
+    assert after["files"] == first_pass["snap"]["files"]
+    assert after["runs"] == first_pass["snap"]["runs"]
+    assert after["data"] == first_pass["snap"]["data"]
+    outcomes = {r["outcome"]: r["files"] for r in world["cat"].query("delivery_outcomes_total")}
+    assert outcomes["duplicate"] == len(first_pass["delivery"]["valid"])
+    assert archive_state(world["client"], world["buckets"]["inbox"]) == {}
+
+
+def test_reprocess_param_makes_a_new_revision_and_keeps_the_old(world: Any, first_pass: dict[str, Any]) -> None:
+    cat: Catalog = world["cat"]
+    assert run("emm_emr_process", {"orbits": [11], "levels": ["l1"], "reprocess": True,
+                                   "reason": "new calibration"}) == "success"
+    l1 = [r for r in cat.query("all_files_brief") if r["file_name"].startswith("emm_emr_l1_")]
+    assert sorted(r["revision"] for r in l1) == [0, 0, 1, 1]
+    latest = cat.query("latest_of_level", {"instrument_id": "emr", "data_level": "l1"})
+    assert {r["revision"] for r in latest} == {1}
+    [reason] = {r["reason"] for r in cat.query("runs_of_level", {"instrument_id": "emr", "data_level": "l1"})
+                if r["reason"]}
+    assert reason == "new calibration"
+
+
+@pytest.mark.parametrize(("hook", "failed_level"), [("crash@l2b", "l2b"), ("extra-file@l2a", "l2a")])
+def test_failing_processor_indexes_nothing_of_its_job(world: Any, first_pass: dict[str, Any],
+                                                      monkeypatch: pytest.MonkeyPatch, hook: str,
+                                                      failed_level: str) -> None:
+    cat: Catalog = world["cat"]
+    monkeypatch.setenv("EMM_REF_FAIL", hook)
+    before = {r["file_name"] for r in cat.query("all_files_brief")}
+    state = run("emm_emu_process", {"orbits": [11], "reprocess": True, "reason": f"test {hook}"})
+    assert state == "failed"
+    new = {r["file_name"] for r in cat.query("all_files_brief")} - before
+    assert new and all(f"_{failed_level}_" not in n for n in new)
+    runs = cat.query("runs_of_level", {"instrument_id": "emu", "data_level": failed_level})
+    failed = [r for r in runs if r["reason"] == f"test {hook}"]
+    assert [r["status"] for r in failed] == ["failed"]
+    assert failed[0]["log_uri"] and failed[0]["message"]
+    data = archive_state(world["client"], world["buckets"]["archive"])
+    indexed = {key for _md5, key in snapshot(cat, world["client"], world["buckets"]["archive"])["files"].values()}
+    assert {k for k in data if k.startswith("emm/data/")} == indexed
+    work = world["tmp"] / "work"
+    shutil.rmtree(work, ignore_errors=True)
