@@ -92,20 +92,6 @@ WHERE f.instrument_id = %(instrument_id)s
   )
 ORDER BY f.timetag, f.file_name;
 
--- name: latest_inputs_in_range
-SELECT f.*
-FROM science_files_latest f
-WHERE f.instrument_id = %(instrument_id)s
-  AND f.data_level = %(input_level)s
-  AND f.timetag >= %(start)s AND f.timetag < %(end)s
-ORDER BY f.timetag, f.file_name;
-
--- name: latest_revision
--- Highest revision already used by any product of a file root at a version.
-SELECT COALESCE(MAX(revision), -1) AS revision
-FROM science_files
-WHERE file_root = %(file_root)s AND version = %(version)s;
-
 -- name: counts_by_level
 SELECT instrument_id, data_level, product_type, count(*) AS files, sum(file_size) AS bytes
 FROM science_files
