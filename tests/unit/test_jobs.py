@@ -57,7 +57,7 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
 
 def test_missing_or_broken_manifest(tmp_path: Path) -> None:
     s = spec(tmp_path)
-    with pytest.raises(OutputError, match="output_manifest.json is missing"):
+    with pytest.raises(OutputError, match=r"output_manifest\.json is missing"):
         collect_outputs(s)
     (s.output_dir / "output_manifest.json").write_text("{nope")
     with pytest.raises(OutputError, match="not valid JSON"):
