@@ -94,6 +94,8 @@ class Services:
         self.pg = EmbeddedPostgres(state / "pgdata").start()
         self.s3 = EmbeddedS3().start()
         self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg)}
+        # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
+        self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         (state / "services.json").write_text(json.dumps({
             "s3_endpoint": self.s3.endpoint, "catalog": self.pg.conn_json(), "pid": os.getpid(),
         }))
@@ -226,7 +228,8 @@ def cmd_standalone(args: argparse.Namespace) -> int:
     svc = Services(state, fresh=True)
     try:
         env = {**svc.env, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-               "AIRFLOW__API__PORT": str(args.port)}
+               "AIRFLOW__API__PORT": str(args.port),
+               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{args.port}/execution/"}
         _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
         _say(f"S3 (moto) at {svc.s3.endpoint}; catalog PostgreSQL socket {svc.pg.socket_dir}")
         _say("Delivered orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. The ingest DAGs pick them up "

@@ -87,8 +87,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
             deferrable=True,
             poke_interval=60,
             timeout=cfg.ingest.wait_minutes * 60,
-            soft_fail=True,
-            retries=0,
+            soft_fail=True,  # nothing arrived in wait_minutes: skip this run; the next one re-arms
         )
 
         @task
