@@ -135,17 +135,6 @@ LEFT JOIN quarantine q ON q.id = d.quarantine_id
 WHERE d.dag_id = %(dag_id)s AND d.dag_run_id = %(dag_run_id)s
 ORDER BY d.id;
 
--- name: latest_descendants_at_level
--- Latest versions of every file at a level that descends (through lineage) from the given files.
-WITH RECURSIVE d(id) AS (
-    SELECT unnest(%(root_ids)s::bigint[])
-    UNION
-    SELECT l.product_id FROM lineage l JOIN d ON l.input_id = d.id
-)
-SELECT f.* FROM science_files_latest f
-WHERE f.id IN (SELECT id FROM d) AND f.data_level = %(data_level)s
-ORDER BY f.timetag, f.file_name;
-
 -- name: children_at_level
 -- Direct products of a level made from the given inputs, with the input each came from.
 SELECT l.input_id, f.*
@@ -199,7 +188,7 @@ SELECT * FROM processing_runs
 WHERE instrument_id = %(instrument_id)s AND data_level = %(data_level)s
 ORDER BY id;
 
--- name: descendants_at_level_any_version
+-- name: descendants_at_level
 -- Every file (all versions) at a level that descends from the given files.
 WITH RECURSIVE d(id) AS (
     SELECT unnest(%(root_ids)s::bigint[])

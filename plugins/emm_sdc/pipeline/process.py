@@ -77,6 +77,15 @@ def plan_units_from(cfg: ItfConfig, rows: list[dict[str, Any]]) -> list[dict[str
     return [{"unit": key, "inputs": sorted(files)} for key, files in sorted(groups.items())]
 
 
+def latest_per_root(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest version (highest absolute version) of each file root among ``rows``."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["file_root"] not in best or r["absolute_version"] > best[r["file_root"]]["absolute_version"]:
+            best[r["file_root"]] = r
+    return sorted(best.values(), key=lambda r: r["file_name"])
+
+
 def prepare_job(
     cat: Catalog, storage: Storage, cfg: ItfConfig, step: ChainStep, unit: dict[str, Any], *,
     dag_id: str, run_id: str, task_id: str, map_index: int, reprocess: bool, reason: str | None,
@@ -90,7 +99,8 @@ def prepare_job(
         if src == "l0":
             sources += roots
         else:
-            sources += cat.query("latest_descendants_at_level", {"root_ids": root_ids, "data_level": src})
+            found = cat.query("descendants_at_level", {"root_ids": root_ids, "data_level": src})
+            sources += latest_per_root(found)
     if not sources:
         log.info("no %s inputs for %s", step.inputs, unit["unit"])
         return None
@@ -104,7 +114,7 @@ def prepare_job(
             return None
     # A new revision whenever this unit already has products of the level at this version, so a
     # product never reuses an indexed name (its file root is only known once the processor ran).
-    existing = cat.query("descendants_at_level_any_version", {"root_ids": root_ids, "data_level": step.level})
+    existing = cat.query("descendants_at_level", {"root_ids": root_ids, "data_level": step.level})
     used = [e["revision"] for e in existing if e["version"] == version]
     revision = max(used) + 1 if used else 0
 
