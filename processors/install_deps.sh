@@ -11,8 +11,9 @@ set -eu
 
 VENDOR=${EMM_VENDOR_DIR:-/opt/emm/vendor}
 WHEELS=${EMM_WHEELS_DIR:-/tmp/wheels}
-# module:distribution pairs (ccsdspy is pure Python; it needs numpy, pyyaml, appdirs, bitstruct)
-REQUIRED="numpy:numpy astropy:astropy PIL:pillow yaml:pyyaml appdirs:appdirs bitstruct:bitstruct ccsdspy:ccsdspy"
+# module:distribution pairs (ccsdspy is pure Python; it needs numpy, pyyaml, appdirs, bitstruct;
+# boto3 serves emmref/stage.py for batch jobs)
+REQUIRED="numpy:numpy astropy:astropy PIL:pillow yaml:pyyaml appdirs:appdirs bitstruct:bitstruct ccsdspy:ccsdspy boto3:boto3"
 
 mkdir -p "$VENDOR"
 export PYTHONPATH="$VENDOR"

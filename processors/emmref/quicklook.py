@@ -16,6 +16,23 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size``; older Pillow (< 10.1, e.g. Debian's) has only the bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font: object, anchor: str) -> None:
+    """Black text placed by a two-letter anchor (l/m/r, a/m/d), for fonts with or without anchor support."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    w, h = right - left, bottom - top
+    x = xy[0] - {"l": 0, "m": w / 2, "r": w}[anchor[0]]
+    y = xy[1] - {"a": 0, "m": h / 2, "d": h}[anchor[1]]
+    draw.text((x - left, y - top), text, fill=(0, 0, 0), font=font)
+
+
 def _png_info(metadata: Mapping[str, str]) -> PngInfo:
     info = PngInfo()
     for key, value in metadata.items():
@@ -37,7 +54,7 @@ def image_png(path: Path, data: np.ndarray, metadata: Mapping[str, str], label: 
     """A grayscale quicklook of a 2-D image (row 0 at the top) with an optional caption strip."""
     img = Image.fromarray(stretch(np.asarray(data, dtype=np.float64)), mode="L")
     if label:
-        font = ImageFont.load_default(size=11)
+        font = _font(11)
         canvas = Image.new("L", (img.width, img.height + 16), 0)
         canvas.paste(img, (0, 0))
         ImageDraw.Draw(canvas).text((3, img.height + 2), label, fill=255, font=font)
@@ -79,8 +96,8 @@ def plot_png(path: Path, title: str, panels: Sequence[Panel], metadata: Mapping[
     width, height = size
     img = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=12)
-    draw.text((width // 2, 8), title, fill=(0, 0, 0), font=font, anchor="ma")
+    font = _font(12)
+    _text(draw, (width // 2, 8), title, font, "ma")
     top, bottom_pad, left, right = 30, 40, 80, 20
     label_gap = 18  # room for the y-axis label above each panel
     panel_h = (height - top) / len(panels)
@@ -104,13 +121,13 @@ def plot_png(path: Path, title: str, panels: Sequence[Panel], metadata: Mapping[
         draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0))
         for t in nice_ticks(xlo, xhi):
             draw.line((px(t), y1, px(t), y1 + 4), fill=(0, 0, 0))
-            draw.text((px(t), y1 + 6), _fmt(t), fill=(0, 0, 0), font=font, anchor="ma")
+            _text(draw, (px(t), y1 + 6), _fmt(t), font, "ma")
         for t in nice_ticks(ylo, yhi):
             draw.line((x0 - 4, py(t), x0, py(t)), fill=(0, 0, 0))
             draw.line((x0 + 1, py(t), x1 - 1, py(t)), fill=(230, 230, 230))
-            draw.text((x0 - 6, py(t)), _fmt(t), fill=(0, 0, 0), font=font, anchor="rm")
-        draw.text(((x0 + x1) / 2, y1 + 22), panel.xlabel, fill=(0, 0, 0), font=font, anchor="ma")
-        draw.text((x0, y0 - 4), panel.ylabel, fill=(0, 0, 0), font=font, anchor="ld")
+            _text(draw, (x0 - 6, py(t)), _fmt(t), font, "rm")
+        _text(draw, ((x0 + x1) / 2, y1 + 22), panel.xlabel, font, "ma")
+        _text(draw, (x0, y0 - 4), panel.ylabel, font, "ld")
         # one polyline per finite run
         finite = np.isfinite(panel.x) & np.isfinite(panel.y)
         run: list[tuple[float, float]] = []

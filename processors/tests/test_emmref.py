@@ -150,7 +150,8 @@ def test_containerfile(folder: str, inst: str) -> None:
     assert processor.instrument == inst
     assert f'name="{processor.name}"' in text and f'version="{processor.version}"' in text
     assert f'org.opencontainers.image.version="{processor.version}"' in text
-    assert lines[-1] == 'ENTRYPOINT ["python3", "/opt/emm/processor.py"]'
+    assert lines[-2:] == ['ENTRYPOINT ["python3", "/opt/emm/emmref/stage.py"]',
+                          'CMD ["python3", "/opt/emm/processor.py"]']
     user = next(ln.split()[1] for ln in lines if ln.startswith("USER "))
     assert user.split(":")[0] not in ("0", "root")
     repo = PROCESSORS.parent

@@ -198,3 +198,36 @@ WITH RECURSIVE d(id) AS (
 SELECT f.* FROM science_files f
 WHERE f.id IN (SELECT id FROM d) AND f.data_level = %(data_level)s
 ORDER BY f.file_name;
+
+-- name: start_staging_check
+INSERT INTO staging_checks (instrument_id, candidate_image, production_image, dag_id, dag_run_id,
+                            reference_inputs, status)
+VALUES (%(instrument_id)s, %(candidate_image)s, %(production_image)s, %(dag_id)s, %(dag_run_id)s,
+        %(reference_inputs)s::jsonb, 'running')
+ON CONFLICT (dag_id, dag_run_id) DO UPDATE SET candidate_image = EXCLUDED.candidate_image
+RETURNING id;
+
+-- name: finish_staging_check
+UPDATE staging_checks SET status = %(status)s, ended_at = now(), summary = %(summary)s, report_uri = %(report_uri)s
+WHERE id = %(check_id)s;
+
+-- name: latest_passed_check
+SELECT * FROM staging_checks
+WHERE instrument_id = %(instrument_id)s AND candidate_image = %(image)s AND status = 'passed'
+ORDER BY ended_at DESC LIMIT 1;
+
+-- name: production_image
+-- The instrument's current production image: its most recent promotion.
+SELECT * FROM image_promotions WHERE instrument_id = %(instrument_id)s ORDER BY promoted_at DESC, id DESC LIMIT 1;
+
+-- name: record_promotion
+INSERT INTO image_promotions (instrument_id, image, previous_image, staging_check_id, promoted_by, reason)
+VALUES (%(instrument_id)s, %(image)s, %(previous_image)s, %(staging_check_id)s, %(promoted_by)s, %(reason)s)
+RETURNING id;
+
+-- name: staging_checks_of
+SELECT * FROM staging_checks WHERE instrument_id = %(instrument_id)s ORDER BY id;
+
+-- name: set_run_processor
+UPDATE processing_runs SET processor_name = %(processor_name)s, processor_version = %(processor_version)s
+WHERE id = %(run_id)s;

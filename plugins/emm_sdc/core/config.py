@@ -12,7 +12,7 @@ import fnmatch
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 import yaml
 from croniter import croniter
@@ -88,17 +88,80 @@ class ProcessorInfo(_Strict):
     version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z._+-]*$")
 
 
-class LocalRunner(_Strict):
-    """Runs the processor as a subprocess on the worker (development and tests)."""
+class BatchSettings(_Strict):
+    """AWS Batch: one job queue per lane; job definitions are registered per ITF and environment."""
 
-    kind: Literal["local"]
-    command: list[str] = Field(min_length=1)
+    job_queues: dict[Literal["daily", "reprocessing"], str]
+    job_role_arn: str | None = None
+
+    @field_validator("job_queues")
+    @classmethod
+    def _lanes(cls, v: dict[str, str]) -> dict[str, str]:
+        missing = {"daily", "reprocessing"} - set(v)
+        if missing:
+            raise ValueError(f"needs a job queue for each lane; missing {sorted(missing)}")
+        return v
+
+
+class RunnerConfig(_Strict):
+    """How the ITF processor runs. ``kind`` picks the runner; the rest serves every kind.
+
+    * ``local``: ``command`` as a subprocess on the worker (``python`` = the worker's interpreter).
+    * ``docker``: ``image`` through the docker provider's DockerOperator.
+    * ``batch``: ``image`` as an AWS Batch job (amazon provider's BatchOperator), inputs and
+      outputs staged through S3.
+
+    ``image`` is the production image and must have been promoted (see the staging check);
+    ``staging_image`` is an optional candidate.
+    """
+
+    kind: Literal["local", "docker", "batch"]
+    command: list[str] | None = Field(default=None, min_length=1)
+    image: str | None = None
+    staging_image: str | None = None
     cpus: float = Field(default=1, gt=0, le=64)
     memory_mb: int = Field(default=2048, ge=64, le=512 * 1024)
     timeout_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    batch: BatchSettings | None = None
+
+    @field_validator("image", "staging_image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        tagged = v is not None and ("@" in v or ":" in v.rsplit("/", 1)[-1])
+        if v is not None and not (_IMAGE.match(v) and tagged):
+            raise ValueError("must be an image reference with an explicit tag or digest, e.g. "
+                             "registry.example.org/emm-exi:1.2.0 (no implicit ':latest')")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> RunnerConfig:
+        problems = []
+        if self.kind == "local" and not self.command:
+            problems.append("processing.runner.command: the local runner needs a command")
+        if self.kind in ("docker", "batch") and not self.image:
+            problems.append(f"processing.runner.image: the {self.kind} runner needs a production image")
+        if self.kind == "batch" and self.batch is None:
+            problems.append("processing.runner.batch: the batch runner needs job_queues (daily, reprocessing)")
+        if self.staging_image is not None and self.staging_image == self.image:
+            problems.append("processing.runner.staging_image: the candidate must differ from the production image")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
-Runner = Annotated[LocalRunner, Field(discriminator="kind")]
+class StagingConfig(_Strict):
+    """Staging check of a candidate image: reference inputs and comparison tolerances."""
+
+    reference_inputs: list[str] = Field(default_factory=list)
+    tolerances: dict[str, float | int | list[str]] = Field(default_factory=dict)
+
+    @field_validator("tolerances")
+    @classmethod
+    def _tolerances(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from emm_sdc.core.compare import Tolerances
+
+        Tolerances.from_dict(v)  # raises ValueError naming the bad key
+        return v
 
 
 class ChainStep(_Strict):
@@ -112,7 +175,7 @@ class ProcessingConfig(_Strict):
     group_by: Literal["orbit", "day", "file"] = "orbit"
     product_version: int = Field(default=1, ge=0, le=99)
     processor: ProcessorInfo
-    runner: Runner
+    runner: RunnerConfig
     chain: list[ChainStep] = Field(min_length=1)
 
 
@@ -152,6 +215,7 @@ class ItfConfig(_Strict):
     owner: str = Field(min_length=1)
     ingest: IngestConfig
     processing: ProcessingConfig
+    staging: StagingConfig = StagingConfig()
     airflow: AirflowSettings = AirflowSettings()
     notifications: Notifications = Notifications()
 
@@ -200,15 +264,15 @@ class ItfConfig(_Strict):
 
 
 def _format_loc(loc: tuple[str | int, ...]) -> str:
-    # pydantic puts the discriminator tag in the location of union members; drop it.
-    return ".".join(str(p) for p in loc if p not in ("local", "docker", "batch")) or "<top level>"
+    return ".".join(str(p) for p in loc) or "<top level>"
 
 
 def _problems_from(err: ValidationError) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):
         msg = e["msg"].removeprefix("Value error, ")
-        if not e["loc"] and e["type"] == "value_error":  # cross-field rules carry their own paths
+        if e["type"] == "value_error" and msg.startswith(("ingest.", "processing.")):
+            # cross-field rules carry their own field paths
             for line in msg.splitlines():
                 fld, _, rest = line.partition(": ")
                 out.append((fld, rest))

@@ -62,6 +62,10 @@ class JobSpec:
     environment: str = "production"
     parameters: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    runner: str = "local"
+    image: str | None = None
+    lane: str = "daily"  # daily | reprocessing (batch job queue)
+    s3_prefix: str | None = None  # batch: s3://bucket/prefix/ holding the staged job
 
     @property
     def input_dir(self) -> Path:

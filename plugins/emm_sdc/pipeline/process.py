@@ -29,12 +29,15 @@ from emm_sdc import connections
 from emm_sdc.assets import level_asset
 from emm_sdc.core.catalog import Catalog, file_record
 from emm_sdc.core.checksums import md5_file
-from emm_sdc.core.config import ChainStep, ItfConfig
+from emm_sdc.core.config import CONFIG_FILES, ChainStep, ItfConfig
+from emm_sdc.core.images import ImageNotPromoted, require_promoted
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
-from emm_sdc.core.settings import get_settings, project_root
-from emm_sdc.core.storage import LOG_ROOT, Storage
+from emm_sdc.core.settings import get_settings
+from emm_sdc.core.storage import Storage
 from emm_sdc.pipeline.common import START_DATE, default_args, fail_if_any_failed
-from emm_sdc.runners.local import JobFailed, run_local
+from emm_sdc.runners import run_task
+from emm_sdc.runners.batch import fetch_outputs, stage_inputs
+from emm_sdc.runs import archive_log, fail_run
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,13 @@ def prepare_job(
 ) -> JobSpec | None:
     """Resolve, stage and register one job; None when its products already exist."""
     settings = get_settings()
+    runner = cfg.processing.runner
+    image = runner.image if runner.kind in ("docker", "batch") else None
+    if image is not None:
+        try:
+            require_promoted(cat, cfg.instrument, image, CONFIG_FILES[cfg.instrument])
+        except ImageNotPromoted as exc:
+            raise AirflowFailException(str(exc)) from None
     roots = list(cat.files(unit["inputs"]).values())
     root_ids = [r["id"] for r in roots]
     sources: list[dict[str, Any]] = []
@@ -127,50 +137,37 @@ def prepare_job(
         workdir=str(workdir), version=version, revision=revision, kernel_class="n",
         inputs=[JobInput(s["file_name"], s["s3_key"], s["md5checksum"].strip(), s["data_level"]) for s in sources],
         environment=settings.environment, parameters=dict(step.parameters), reason=reason,
+        runner=runner.kind, image=image, lane="reprocessing" if reprocess else "daily",
     )
     for inp in spec.inputs:
         path = spec.input_dir / inp.file_name
         storage.download(settings.archive_bucket, inp.s3_key, path)
         if md5_file(path) != inp.md5:
             raise AirflowFailException(f"staged copy of {inp.file_name} does not match its catalogued MD5")
-    runner = cfg.processing.runner
-    spec.processing_run_id = cat.start_run(
-        dag_id=dag_id, dag_run_id=run_id, task_id=task_id, map_index=map_index, try_number=1,
-        instrument_id=cfg.instrument, data_level=step.level, work_unit=unit["unit"], runner=runner.kind,
-        processor_name=cfg.processing.processor.name, processor_version=cfg.processing.processor.version,
-        image=None, environment=settings.environment, meta_kernel=spec.meta_kernel, reason=reason,
-        started_at=datetime.now(UTC),
-    )
-    spec.write_manifest()
+    open_job(cat, storage, cfg, spec, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
     return spec
 
 
-def _log_key(spec: JobSpec) -> str:
-    now = datetime.now(UTC)
-    return f"{LOG_ROOT}/{spec.instrument}/{spec.level}/{now:%Y/%m}/{spec.job_id}.log"
-
-
-def archive_log(storage: Storage, spec: JobSpec) -> str | None:
-    """Store the job's processor log next to the products; return its s3:// URI."""
-    if not spec.log_path.exists():
-        return None
-    bucket = get_settings().archive_bucket
-    key = _log_key(spec)
-    storage.put_bytes(bucket, key, spec.log_path.read_bytes(), "text/plain")
-    return f"s3://{bucket}/{key}"
-
-
-def fail_run(cat: Catalog, storage: Storage, spec: JobSpec, exit_status: int | None, message: str) -> None:
-    """Close the processing-run record as failed and keep the log."""
-    uri = archive_log(storage, spec)
-    assert spec.processing_run_id is not None
-    cat.finish_run(spec.processing_run_id, status="failed", ended_at=datetime.now(UTC),
-                   exit_status=exit_status, message=message[-4000:], log_uri=uri)
+def open_job(cat: Catalog, storage: Storage, cfg: ItfConfig, spec: JobSpec, *, dag_id: str, run_id: str,
+             task_id: str, map_index: int) -> None:
+    """Open the job's processing-run record and write its manifest (and, for batch, stage it in S3)."""
+    spec.processing_run_id = cat.start_run(
+        dag_id=dag_id, dag_run_id=run_id, task_id=task_id, map_index=map_index, try_number=1,
+        instrument_id=spec.instrument, data_level=spec.level, work_unit=spec.work_unit, runner=spec.runner,
+        processor_name=cfg.processing.processor.name, processor_version=cfg.processing.processor.version,
+        image=spec.image, environment=spec.environment, meta_kernel=spec.meta_kernel, reason=spec.reason,
+        started_at=datetime.now(UTC),
+    )
+    spec.write_manifest()
+    if spec.runner == "batch":
+        spec.s3_prefix = stage_inputs(storage, spec, get_settings().archive_bucket)
 
 
 def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
     """Validate, upload and index a finished job's products; all or nothing."""
     bucket = get_settings().archive_bucket
+    if spec.runner == "batch":
+        fetch_outputs(storage, spec)
     try:
         products, processor = collect_outputs(spec)
         taken = cat.files([p.name.file_name for p in products])
@@ -187,6 +184,10 @@ def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
         log_uri = archive_log(storage, spec)
         records = [(file_record(p.name, size=p.size, md5=p.md5, bucket=bucket), p.inputs) for p in products]
         assert spec.processing_run_id is not None
+        if processor.get("name") and processor.get("version"):  # what actually ran, as the processor says
+            cat.query("set_run_processor", {"run_id": spec.processing_run_id,
+                                            "processor_name": str(processor["name"]),
+                                            "processor_version": str(processor["version"])})
         cat.index_products(spec.processing_run_id, records, ended_at=datetime.now(UTC), log_uri=log_uri)
     except Exception as exc:
         # Nothing was indexed (one transaction): remove what this attempt uploaded.
@@ -199,8 +200,7 @@ def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
 
 
 def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
-    """prepare >> run >> collect for one level; returns (prepare, collect) task outputs factory."""
-    runner = cfg.processing.runner
+    """The prepare and collect tasks of one level (the runner's task goes between them)."""
 
     @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED)
     def prepare(unit: dict[str, Any]) -> dict[str, Any]:
@@ -218,20 +218,6 @@ def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
             raise AirflowSkipException(f"nothing to make at {step.level} for {unit['unit']}")
         return spec.to_dict()
 
-    @task(task_id="run", execution_timeout=timedelta(minutes=runner.timeout_minutes + 5))
-    def run(job: dict[str, Any]) -> dict[str, Any]:
-        spec = JobSpec.from_dict(job)
-        if spec.output_dir.exists():  # a retry starts from an empty output directory
-            shutil.rmtree(spec.output_dir)
-        spec.output_dir.mkdir(parents=True)
-        try:
-            result = run_local(spec, runner.command, cwd=project_root(), memory_mb=runner.memory_mb,
-                               timeout_s=runner.timeout_minutes * 60)
-        except JobFailed as exc:
-            fail_run(connections.catalog(), connections.storage(), spec, exc.exit_status, str(exc))
-            raise
-        return {"exit_status": result.exit_status}
-
     @task(task_id="collect")
     def collect(job: dict[str, Any], result: dict[str, Any]) -> list[str]:
         spec = JobSpec.from_dict(job)
@@ -239,7 +225,7 @@ def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
         shutil.rmtree(spec.workdir, ignore_errors=True)
         return names
 
-    return prepare, (run, collect)
+    return prepare, collect
 
 
 def _announce(asset: Asset, level: str) -> Any:
@@ -309,9 +295,9 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
             done: dict[str, Any] = {}
             for step in chain:
                 with TaskGroup(group_id=step.level):
-                    prepare, (run, collect) = _chain_group(cfg, step)
+                    prepare, collect = _chain_group(cfg, step)
                     job = prepare(unit)
-                    finished = collect(job, run(job))
+                    finished = collect(job, run_task(cfg.processing.runner, job))
                 for src in step.inputs:
                     if src in done:
                         done[src] >> job

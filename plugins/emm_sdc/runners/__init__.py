@@ -1,0 +1,54 @@
+"""Runners: the one task of a processing job that differs between ``local``, ``docker`` and ``batch``.
+
+Staging (``prepare``) and validation/indexing (``collect``) are shared; every
+runner honours the same contract (docs/itf_container_contract.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import task
+
+from emm_sdc.core.config import RunnerConfig
+from emm_sdc.core.jobs import JobSpec
+from emm_sdc.core.settings import get_settings, project_root
+
+
+def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run") -> Any:
+    """Add the runner's task for ``job`` (the prepare task's output) and return its output."""
+    timeout = timedelta(minutes=runner.timeout_minutes + 5)  # backstop: runners enforce the YAML timeout
+    if runner.kind == "docker":
+        from emm_sdc.runners.docker import SdcDockerOperator
+
+        return SdcDockerOperator(task_id=task_id, job=job, memory_mb=runner.memory_mb,
+                                 timeout_s=runner.timeout_minutes * 60, cpus=runner.cpus,
+                                 execution_timeout=timeout).output
+    if runner.kind == "batch":
+        from emm_sdc.runners.batch import SdcBatchOperator
+
+        return SdcBatchOperator(task_id=task_id, job=job, runner=runner, aws_conn_id=get_settings().aws_conn_id,
+                                execution_timeout=timeout).output
+
+    @task(task_id=task_id, execution_timeout=timeout)
+    def run_local_job(job: dict[str, Any]) -> dict[str, Any]:
+        """Run the processor as a subprocess under the contract."""
+        from emm_sdc.runners.local import JobFailed, run_local
+        from emm_sdc.runs import fail_job
+
+        spec = JobSpec.from_dict(job)
+        if spec.output_dir.exists():  # a retry starts from an empty output directory
+            shutil.rmtree(spec.output_dir)
+        spec.output_dir.mkdir(parents=True)
+        assert runner.command is not None
+        try:
+            result = run_local(spec, runner.command, cwd=project_root(), memory_mb=runner.memory_mb,
+                               timeout_s=runner.timeout_minutes * 60)
+        except JobFailed as exc:
+            fail_job(spec, exc.exit_status, str(exc))
+            raise
+        return {"exit_status": result.exit_status}
+
+    return run_local_job(job)

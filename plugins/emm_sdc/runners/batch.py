@@ -1,0 +1,160 @@
+"""The ``batch`` runner: the ITF image as an AWS Batch job, through the amazon provider's BatchOperator.
+
+Inputs and outputs travel through S3: ``prepare`` uploads the job's inputs and
+an input manifest whose paths are ``s3://`` URIs under the job's staging
+prefix; the image's entrypoint (``emmref/stage.py``) stages them in, runs the
+processor and uploads its outputs and ``job.log``; ``collect`` downloads the
+outputs and validates and indexes them like any other runner's.
+
+Each ITF gets one job definition per environment (``emm-<inst>-production``,
+``emm-<inst>-staging``), registered here when its image or resources differ
+from the latest active revision. Jobs go to the YAML's queue for their lane:
+``daily`` for routine processing, ``reprocessing`` for campaigns. The
+operator is deferrable: while AWS runs the job the task holds no worker slot.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.batch import BatchOperator
+
+from emm_sdc.core.config import RunnerConfig
+from emm_sdc.core.jobs import JobSpec, safe_id
+from emm_sdc.core.storage import Storage
+from emm_sdc.runners.local import JobFailed
+from emm_sdc.runs import fail_job
+
+PROCESSOR_COMMAND = ["python3", "/opt/emm/processor.py"]
+#: Staging area of batch jobs in the archive bucket (expire it with a lifecycle rule).
+WORK_ROOT = "emm/work"
+
+
+def job_definition_name(instrument: str, environment: str) -> str:
+    return f"emm-{instrument}-{environment}"
+
+
+def container_properties(runner: RunnerConfig, image: str, job_role_arn: str | None) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "image": image,
+        "command": PROCESSOR_COMMAND,
+        "resourceRequirements": [
+            {"type": "VCPU", "value": str(runner.cpus)},
+            {"type": "MEMORY", "value": str(runner.memory_mb)},
+        ],
+    }
+    if job_role_arn:
+        props["jobRoleArn"] = job_role_arn
+    return props
+
+
+def ensure_job_definition(client: Any, instrument: str, environment: str, runner: RunnerConfig, image: str) -> str:
+    """The ARN of an active job definition matching the YAML; registers a new revision if needed."""
+    name = job_definition_name(instrument, environment)
+    want = container_properties(runner, image, runner.batch.job_role_arn if runner.batch else None)
+    timeout = {"attemptDurationSeconds": runner.timeout_minutes * 60}
+    found = client.describe_job_definitions(jobDefinitionName=name, status="ACTIVE").get("jobDefinitions", [])
+    if found:
+        latest = max(found, key=lambda d: d["revision"])
+        have = latest.get("containerProperties", {})
+        same = all(have.get(k) == v for k, v in want.items()) and latest.get("timeout") == timeout
+        if same:
+            return latest["jobDefinitionArn"]
+    resp = client.register_job_definition(
+        jobDefinitionName=name, type="container", containerProperties=want, timeout=timeout,
+        tags={"emm:instrument": instrument, "emm:environment": environment},
+    )
+    return resp["jobDefinitionArn"]
+
+
+def batch_environment(spec: JobSpec, s3_endpoint: str | None) -> dict[str, str]:
+    """The contract's environment with the job's ``s3://`` staging locations."""
+    assert spec.s3_prefix, "a batch job is staged in S3 by prepare"
+    env = spec.env(manifest=f"{spec.s3_prefix}input_manifest.json", output_dir=f"{spec.s3_prefix}out/")
+    if s3_endpoint:
+        env["EMM_S3_ENDPOINT_URL"] = s3_endpoint
+    return env
+
+
+class SdcBatchOperator(BatchOperator):
+    """BatchOperator that submits one staged SDC job (``job`` = the ``prepare`` task's output)."""
+
+    template_fields = (*BatchOperator.template_fields, "job")
+
+    def __init__(self, *, job: Any, runner: RunnerConfig, **kwargs: Any):
+        super().__init__(
+            job_name="resolved-from-the-job", job_definition="resolved", job_queue="resolved",
+            deferrable=True, poll_interval=kwargs.pop("poll_interval", 10), **kwargs,
+        )
+        self.job = job
+        self.runner = runner
+
+    def _configure(self, spec: JobSpec) -> None:
+        assert self.runner.batch is not None and spec.image
+        self.job_name = safe_id(f"emm-{spec.instrument}-{spec.level}-{spec.work_unit}-{spec.processing_run_id}")[:128]
+        self.job_definition = ensure_job_definition(self.hook.client, spec.instrument, spec.environment,
+                                                    self.runner, spec.image)
+        self.job_queue = self.runner.batch.job_queues[spec.lane]  # type: ignore[index]
+        env = batch_environment(spec, s3_endpoint_of(self.aws_conn_id))
+        self.container_overrides = {"environment": [{"name": k, "value": v} for k, v in sorted(env.items())]}
+        self.tags = {"emm:job": spec.job_id[:256], "emm:instrument": spec.instrument, "emm:lane": spec.lane}
+
+    def execute(self, context: Any) -> str | None:
+        spec = JobSpec.from_dict(self.job)
+        self._configure(spec)
+        try:
+            return super().execute(context)
+        except Exception as exc:
+            raise self._fail(spec, exc) from exc
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
+        spec = JobSpec.from_dict(self.job)
+        try:
+            return super().execute_complete(context, event)
+        except Exception as exc:
+            raise self._fail(spec, exc) from exc
+
+    def _fail(self, spec: JobSpec, exc: Exception) -> JobFailed:
+        """Record the failure with the job's log (if the container got to write one)."""
+        from emm_sdc import connections
+
+        fetch_outputs(connections.storage(), spec)
+        tail = "\n".join(spec.log_path.read_text(errors="replace").splitlines()[-40:]) if spec.log_path.exists() else ""
+        why = f"AWS Batch job {self.job_id or '(not submitted)'} failed: {exc}"
+        fail_job(spec, None, f"{why}\n{tail}")
+        return JobFailed(spec.job_id, None, why, tail or "(no job.log was written)")
+
+
+def stage_inputs(storage: Storage, spec: JobSpec, bucket: str) -> str:
+    """Upload a prepared job's inputs and its S3 manifest; return the job's ``s3://`` prefix."""
+    prefix = f"{WORK_ROOT}/{spec.job_id}/"
+    manifest = spec.manifest()
+    for entry in manifest["inputs"]:
+        key = f"{prefix}in/{entry['file_name']}"
+        storage.upload_verified(spec.input_dir / entry["file_name"], bucket, key, md5=entry["md5"])
+        entry["path"] = f"s3://{bucket}/{key}"
+    storage.put_json(bucket, f"{prefix}input_manifest.json", manifest)
+    return f"s3://{bucket}/{prefix}"
+
+
+def fetch_outputs(storage: Storage, spec: JobSpec) -> None:
+    """Download what a batch job left under its prefix (outputs and job.log) into the job directory."""
+    if not spec.s3_prefix:
+        return
+    bucket, _, prefix = spec.s3_prefix[5:].partition("/")
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    for obj in storage.list(bucket, prefix):
+        rel = obj.key[len(prefix):]
+        if rel == "job.log":
+            storage.download(bucket, obj.key, spec.log_path)
+        elif rel.startswith("out/") and "/" not in rel[4:] and rel[4:]:
+            storage.download(bucket, obj.key, spec.output_dir / rel[4:])
+
+
+def s3_endpoint_of(conn_id: str) -> str | None:
+    """The ``endpoint_url`` of an AWS connection, if it points at a non-AWS S3 (e.g. moto, MinIO)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+
+    extra = AwsGenericHook(aws_conn_id=conn_id).conn_config.extra_config or {}
+    return extra.get("endpoint_url") or os.environ.get("EMM_S3_ENDPOINT_URL")
