@@ -31,6 +31,8 @@ os.environ.update({
     "EMM_PROJECT_ROOT": str(ROOT),
     "AWS_DEFAULT_REGION": "us-east-1",
 })
+#: Set by CI: a missing container engine fails the container tests instead of skipping them.
+REQUIRE_CONTAINERS = os.environ.get("EMM_REQUIRE_CONTAINERS") == "1"
 for _var in [v for v in os.environ if v.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "EMM_"))]:
     if _var != "EMM_PROJECT_ROOT":
         del os.environ[_var]
@@ -110,3 +112,36 @@ def airflow_db() -> None:
     from airflow.utils.db import initdb
 
     initdb()
+
+
+REFERENCE_IMAGES = ("localhost/emm-exi-ref:1.0.0", "localhost/emm-emu-ref:1.0.0", "localhost/emm-emr-ref:1.0.0")
+
+
+@pytest.fixture(scope="session")
+def container_engine() -> str:
+    """DOCKER_HOST of a Docker-API engine holding the reference images.
+
+    Without one the container tests are skipped with the reason, or fail when
+    ``EMM_REQUIRE_CONTAINERS=1`` (CI). ``./sdc test`` starts podman and builds
+    the images when podman is installed.
+    """
+    host = os.environ.get("DOCKER_HOST", "")
+    reason = ""
+    if not host:
+        reason = "no Docker-API engine: DOCKER_HOST is not set (./sdc test starts podman when it is installed)"
+    else:
+        try:
+            import docker
+
+            client = docker.from_env()
+            client.ping()
+            missing = [i for i in REFERENCE_IMAGES if not client.images.list(name=i)]
+            if missing:
+                reason = f"reference images missing on {host}: {missing} (run scripts/build-images)"
+        except Exception as exc:
+            reason = f"the container engine at {host} does not answer: {exc}"
+    if reason:
+        if REQUIRE_CONTAINERS:
+            pytest.fail(f"container tests required (EMM_REQUIRE_CONTAINERS=1) but {reason}")
+        pytest.skip(reason)
+    return host

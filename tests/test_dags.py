@@ -12,8 +12,8 @@ from airflow.dag_processing.dagbag import DagBag
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
-    f"emm_{inst}_{kind}" for inst in ("exi", "emu", "emr") for kind in ("ingest", "process")
-} | {"emm_catalog_migrate"}
+    f"emm_{inst}_{kind}" for inst in ("exi", "emu", "emr") for kind in ("ingest", "process", "staging_check")
+} | {"emm_catalog_migrate", "emm_image_promote"}
 
 
 def _bag() -> DagBag:
@@ -73,4 +73,12 @@ def test_broken_yaml_breaks_only_its_instrument(tmp_path: Path, monkeypatch: pyt
     message = next(iter(bag.import_errors.values()))
     assert str(tmp_path / "exi.yaml") in message
     assert "processing.runner.timeout_minutes: Input should be greater than or equal to 1" in message
-    assert set(bag.dag_ids) == EXPECTED - {"emm_exi_ingest", "emm_exi_process"}
+    assert set(bag.dag_ids) == EXPECTED - {"emm_exi_ingest", "emm_exi_process", "emm_exi_staging_check"}
+
+
+def test_airflow_plugin_loader_leaves_the_package_alone() -> None:
+    """Airflow imports every plugins/ file as a top-level module named after it unless ignored."""
+    from airflow._shared.module_loading import find_path_from_directory
+
+    loaded = list(find_path_from_directory(str(ROOT / "plugins"), ".airflowignore", "glob"))
+    assert [p for p in loaded if p.endswith(".py")] == []

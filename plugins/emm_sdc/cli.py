@@ -4,6 +4,7 @@
     ./sdc standalone    start Airflow (UI on :8080) on embedded services, with a synthetic delivery
     ./sdc deliver       deliver more synthetic orbits to a running standalone's inbox
     ./sdc migrate       apply catalog migrations using the emm_catalog connection
+    ./sdc promote       promote a checked ITF image to production;  ./sdc images: list images and checks
 """
 
 from __future__ import annotations
@@ -265,6 +266,36 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Promote a checked candidate image to production (same rules as the emm_image_promote DAG)."""
+    from emm_sdc import connections
+    from emm_sdc.core import images
+
+    try:
+        record = images.promote(connections.catalog(), args.instrument, args.image,
+                                promoted_by=f"cli:{os.environ.get('USER', 'unknown')}", reason=args.reason)
+    except images.PromotionRefused as exc:
+        _say(f"refused: {exc}")
+        return 1
+    _say(f"{args.image} is now production for {args.instrument} (staging check {record['staging_check_id']}, "
+         f"previous {record['previous_image']}). Set processing.runner.image to it in the ITF config.")
+    return 0
+
+
+def cmd_images(_args: argparse.Namespace) -> int:
+    """Production image and staging checks of every instrument."""
+    from emm_sdc import connections
+    from emm_sdc.core import images
+
+    cat = connections.catalog()
+    for inst in INSTRUMENTS:
+        _say(f"{inst}: production {images.production_image(cat, inst) or '(none promoted)'}")
+        for c in cat.query("staging_checks_of", {"instrument_id": inst}):
+            _say(f"    check {c['id']} {c['status']:7} candidate {c['candidate_image']} vs "
+                 f"{c['production_image'] or '(first image)'}  {c['report_uri'] or ''}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sdc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log-dir", required=True)
     p.add_argument("dag_ids", nargs="+")
     p.set_defaults(func=cmd_dagtest)
+    p = sub.add_parser("promote", help="promote a checked candidate image to production")
+    p.add_argument("--instrument", required=True, choices=INSTRUMENTS)
+    p.add_argument("--image", required=True)
+    p.add_argument("--reason", default=None)
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("images", help="production images and staging checks")
+    p.set_defaults(func=cmd_images)
     p = sub.add_parser("migrate", help="apply catalog migrations (emm_catalog connection)")
     p.set_defaults(func=cmd_migrate)
     args = parser.parse_args(argv)

@@ -13,44 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from emm_sdc import synthetic
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.moc import deliver
+from tests.helpers import INSTRUMENTS, archive_state, make_world
+from tests.helpers import run_dag as run
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-INSTRUMENTS = ("exi", "emu", "emr")
 CHAINS = {"exi": ("l1", "l2a", "l1ql"), "emu": ("l1", "l2a", "l2b"), "emr": ("l1", "l2", "l2ql")}
-
-
-def write_configs(target: Path, **overrides: Any) -> Path:
-    """Copies of the shipped ITF configs with no retry delay and no sidecar grace (tests run in seconds)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for src in (ROOT / "include" / "itf_configs").glob("*.yaml"):
-        data = yaml.safe_load(src.read_text())
-        data["ingest"]["sidecar_grace_minutes"] = 0
-        data["airflow"]["retries"] = overrides.get("retries", 0)
-        data["airflow"]["retry_delay_minutes"] = 0
-        (target / src.name).write_text(yaml.safe_dump(data))
-    return target
-
-
-def run(dag_id: str, conf: dict[str, Any] | None = None) -> str:
-    from emm_sdc.factory import instrument_dags
-
-    inst = dag_id.split("_")[1]
-    dag = instrument_dags(inst)[dag_id]
-    return str(dag.test(run_conf=conf).state)
-
-
-def archive_state(client: Any, bucket: str) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for o in page.get("Contents", []):
-            keys[o["Key"]] = o["ETag"]
-    return keys
 
 
 def snapshot(cat: Catalog, client: Any, bucket: str) -> dict[str, Any]:
@@ -65,31 +36,7 @@ def snapshot(cat: Catalog, client: Any, bucket: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, pg_server: Any, s3_server: Any, airflow_db: None) -> Any:
-    """Services for the module: one catalog DB, fresh buckets and config copies (module-scoped state)."""
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("e2e")
-    from emm_sdc.core import catalog
-    from emm_sdc.core.settings import get_settings
-    from emm_sdc.embedded import aws_conn_json
-
-    pg_server._server.psql('CREATE DATABASE "emm_e2e";')
-    conn = pg_server.connect("emm_e2e")
-    catalog.migrate(conn)
-    client = s3_server.client()
-    buckets = {"inbox": "emm-e2e-inbox", "archive": "emm-e2e-archive"}
-    for b in buckets.values():
-        client.create_bucket(Bucket=b)
-    mp.setenv("AIRFLOW_CONN_EMM_CATALOG", pg_server.conn_json("emm_e2e"))
-    mp.setenv("AIRFLOW_CONN_EMM_S3", aws_conn_json(s3_server.endpoint))
-    mp.setenv("EMM_INBOX_BUCKET", buckets["inbox"])
-    mp.setenv("EMM_ARCHIVE_BUCKET", buckets["archive"])
-    mp.setenv("EMM_WORK_DIR", str(tmp / "work"))
-    mp.setenv("EMM_CONFIG_DIR", str(write_configs(tmp / "configs")))
-    get_settings.cache_clear()
-    yield {"tmp": tmp, "cat": Catalog(conn), "client": client, "buckets": buckets, "mp": mp}
-    mp.undo()
-    get_settings.cache_clear()
-    conn.close()
+    yield from make_world(tmp_path_factory.mktemp("e2e"), pg_server, s3_server)
 
 
 @pytest.fixture(autouse=True)

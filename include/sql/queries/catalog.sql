@@ -231,3 +231,14 @@ SELECT * FROM staging_checks WHERE instrument_id = %(instrument_id)s ORDER BY id
 -- name: set_run_processor
 UPDATE processing_runs SET processor_name = %(processor_name)s, processor_version = %(processor_version)s
 WHERE id = %(run_id)s;
+
+-- name: runs_of_check
+SELECT * FROM processing_runs WHERE reason LIKE %(reason)s ORDER BY id;
+
+-- name: latest_science_l0
+-- The L0 files of the instrument's most recent archived orbit (staging-check reference inputs).
+SELECT * FROM science_files_latest
+WHERE instrument_id = %(instrument_id)s AND data_level = 'l0'
+  AND orbit_number = (SELECT max(orbit_number) FROM science_files
+                      WHERE instrument_id = %(instrument_id)s AND data_level = 'l0')
+ORDER BY file_name;

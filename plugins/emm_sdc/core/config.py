@@ -93,6 +93,17 @@ class BatchSettings(_Strict):
 
     job_queues: dict[Literal["daily", "reprocessing"], str]
     job_role_arn: str | None = None
+    poll_seconds: int = Field(default=30, ge=1, le=600)
+    #: Extra, non-secret environment for the job definition (credentials come from the job role).
+    environment: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("environment")
+    @classmethod
+    def _no_contract_overrides(cls, v: dict[str, str]) -> dict[str, str]:
+        clash = sorted(k for k in v if k.startswith("EMM_"))
+        if clash:
+            raise ValueError(f"EMM_* variables belong to the SDC's contract and cannot be set here: {clash}")
+        return v
 
     @field_validator("job_queues")
     @classmethod

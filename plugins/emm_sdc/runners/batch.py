@@ -46,6 +46,8 @@ def container_properties(runner: RunnerConfig, image: str, job_role_arn: str | N
     }
     if job_role_arn:
         props["jobRoleArn"] = job_role_arn
+    if runner.batch and runner.batch.environment:
+        props["environment"] = [{"name": k, "value": v} for k, v in sorted(runner.batch.environment.items())]
     return props
 
 
@@ -85,7 +87,7 @@ class SdcBatchOperator(BatchOperator):
     def __init__(self, *, job: Any, runner: RunnerConfig, **kwargs: Any):
         super().__init__(
             job_name="resolved-from-the-job", job_definition="resolved", job_queue="resolved",
-            deferrable=True, poll_interval=kwargs.pop("poll_interval", 10), **kwargs,
+            deferrable=True, poll_interval=runner.batch.poll_seconds if runner.batch else 30, **kwargs,
         )
         self.job = job
         self.runner = runner

@@ -1,0 +1,106 @@
+"""Shared pieces of the end-to-end tests: a module-wide SDC world on the real services, and DAG runs."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from emm_sdc.core.catalog import Catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTRUMENTS = ("exi", "emu", "emr")
+_n = itertools.count()
+
+
+def write_configs(target: Path, edit: Callable[[str, dict[str, Any]], None] | None = None, **airflow: Any) -> Path:
+    """Copies of the shipped ITF configs for tests: no retries, no retry delay, no sidecar grace.
+
+    ``edit(instrument, data)`` may change a config further before it is written.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for src in (ROOT / "include" / "itf_configs").glob("*.yaml"):
+        data = yaml.safe_load(src.read_text())
+        data["ingest"]["sidecar_grace_minutes"] = 0
+        data["airflow"].update({"retries": 0, "retry_delay_minutes": 0, **airflow})
+        if edit is not None:
+            edit(data["instrument"], data)
+        (target / src.name).write_text(yaml.safe_dump(data))
+    return target
+
+
+def edit_configs(config_dir: Path, inst: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Change one instrument's config in place; return the previous content (for restoring)."""
+    from emm_sdc.core.config import CONFIG_FILES
+
+    path = config_dir / CONFIG_FILES[inst]
+    before = yaml.safe_load(path.read_text())
+    after = copy.deepcopy(before)
+    change(after)
+    path.write_text(yaml.safe_dump(after))
+    return before
+
+
+def restore_config(config_dir: Path, data: dict[str, Any]) -> None:
+    from emm_sdc.core.config import CONFIG_FILES
+
+    (config_dir / CONFIG_FILES[data["instrument"]]).write_text(yaml.safe_dump(data))
+
+
+def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    """One real Airflow run of a DAG (dag.test), built fresh from the current configs; its final state."""
+    from emm_sdc.factory import instrument_dags
+
+    if dag_id == "emm_image_promote":
+        from emm_sdc.pipeline.staging import build_promote_dag
+
+        dag = build_promote_dag()
+    else:
+        dag = instrument_dags(dag_id.split("_")[1])[dag_id]
+    return str(dag.test(run_conf=conf).state)
+
+
+def archive_state(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            keys[o["Key"]] = o["ETag"]
+    return keys
+
+
+def make_world(tmp: Path, pg_server: Any, s3_server: Any,
+               edit: Callable[[str, dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
+    """A catalog database, buckets and config copies for one test module, wired into the environment."""
+    from emm_sdc.core import catalog
+    from emm_sdc.core.settings import get_settings
+    from emm_sdc.embedded import aws_conn_json
+
+    mp = pytest.MonkeyPatch()
+    n = next(_n)
+    db = f"emm_world_{os.getpid()}_{n}"
+    pg_server._server.psql(f'CREATE DATABASE "{db}";')
+    conn = pg_server.connect(db)
+    catalog.migrate(conn)
+    client = s3_server.client()
+    buckets = {"inbox": f"emm-world-inbox-{n}", "archive": f"emm-world-archive-{n}"}
+    for b in buckets.values():
+        client.create_bucket(Bucket=b)
+    configs = write_configs(tmp / "configs", edit)
+    mp.setenv("AIRFLOW_CONN_EMM_CATALOG", pg_server.conn_json(db))
+    mp.setenv("AIRFLOW_CONN_EMM_S3", aws_conn_json(s3_server.endpoint))
+    mp.setenv("EMM_INBOX_BUCKET", buckets["inbox"])
+    mp.setenv("EMM_ARCHIVE_BUCKET", buckets["archive"])
+    mp.setenv("EMM_WORK_DIR", str(tmp / "work"))
+    mp.setenv("EMM_CONFIG_DIR", str(configs))
+    get_settings.cache_clear()
+    yield {"tmp": tmp, "cat": Catalog(conn), "client": client, "buckets": buckets, "configs": configs, "mp": mp}
+    mp.undo()
+    get_settings.cache_clear()
+    conn.close()
+    pg_server._server.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE);')
