@@ -40,7 +40,7 @@ def container_properties(runner: RunnerConfig, image: str, job_role_arn: str | N
         "image": image,
         "command": PROCESSOR_COMMAND,
         "resourceRequirements": [
-            {"type": "VCPU", "value": str(runner.cpus)},
+            {"type": "VCPU", "value": f"{runner.cpus:g}"},
             {"type": "MEMORY", "value": str(runner.memory_mb)},
         ],
     }
