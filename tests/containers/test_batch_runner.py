@@ -51,7 +51,7 @@ def batch(world: Any, s3_server: Any) -> Any:
     mp = pytest.MonkeyPatch()
     mp.setenv("MOTO_DOCKER_NETWORK_MODE", "host")
     kw = {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1",
-          "aws_access_key_id": "embedded", "aws_secret_access_key": "embedded"}  # noqa: S106 (moto)
+          "aws_access_key_id": "embedded", "aws_secret_access_key": "embedded"}
     iam = boto3.client("iam", **kw)
     role = iam.create_role(RoleName="emm-batch-service", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
