@@ -5,6 +5,7 @@
 #   ./sdc standalone   Airflow UI + scheduler on embedded services
 #   ./sdc deliver ...  more synthetic data for a running standalone;  ./sdc migrate: catalog migrations
 #   ./sdc bench        benchmarks (ratios against baselines measured in the same run)
+#   ./sdc build-images the reference ITF processor images (podman or docker);  ./sdc promote / images
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
@@ -23,6 +24,7 @@ cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   test) exec scripts/run-tests "$@" ;;
+  build-images) exec scripts/build-images "$@" ;;
   bench) for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b" "$@"; done ;;
   help|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) exec "$VENV/bin/python" -m emm_sdc.cli "$cmd" "$@" ;;

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,10 @@ def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> tuple[bool
 
 
 def _run_dags(dag_ids: Sequence[str], env: dict[str, str], log_dir: Path) -> bool:
-    """Run DAGs one after another with ``dag.test()`` in one Airflow process (start-up paid once)."""
+    """Run DAGs one after another with ``dag.test()`` in one Airflow process (start-up paid once).
+
+    Each item is a dag_id, or ``dag_id=<JSON run conf>``.
+    """
     proc = subprocess.run([sys.executable, "-m", "emm_sdc.cli", "dagtest", "--log-dir", str(log_dir), *dag_ids],
                           env=env, check=False)
     return proc.returncode == 0
@@ -53,12 +57,15 @@ def cmd_dagtest(args: argparse.Namespace) -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     from emm_sdc.factory import instrument_dags
+    from emm_sdc.pipeline.staging import build_promote_dag
 
-    dags = {}
+    dags = {"emm_image_promote": build_promote_dag()}
     for inst in INSTRUMENTS:
         dags.update(instrument_dags(inst))
     ok = True
-    for dag_id in args.dag_ids:
+    for spec in args.dag_ids:
+        dag_id, _, conf_text = spec.partition("=")
+        conf = json.loads(conf_text) if conf_text else None
         log_path = log_dir / f"{dag_id}-{time.strftime('%H%M%S')}.log"
         sys.stdout.flush()
         sys.stderr.flush()
@@ -67,7 +74,7 @@ def cmd_dagtest(args: argparse.Namespace) -> int:
             os.dup2(log.fileno(), 2)
             t0 = time.monotonic()
             try:
-                state = str(dags[dag_id].test().state)
+                state = str(dags[dag_id].test(run_conf=conf).state)
             except Exception as exc:  # reported, and the demo fails
                 logging.getLogger(__name__).exception("dag.test of %s raised", dag_id)
                 state = f"error: {exc}"
@@ -160,8 +167,10 @@ def _summary(svc: Services, received: int) -> str:
     for r in cat.query("counts_by_level"):
         lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['product_type']:10} "
                      f"{r['files']:>6} {int(r['bytes']):>12,}")
-    runs = cat.query("run_status_counts")
-    lines.append("Processing runs: " + ", ".join(f"{r['status']} {r['runs']}" for r in runs))
+    lines.append("Processing runs (instrument, runner, image, environment: status count):")
+    for r in cat.query("runs_by_runner"):
+        lines.append(f"  {r['instrument_id']:5} {r['runner']:7} {r['image']:32} {r['environment']:10} "
+                     f"{r['status']} {r['runs']}")
     lines.append("Catalog rows: " + ", ".join(f"{r['table_name']} {r['rows']}" for r in cat.query("table_counts")))
     keys = [o["Key"] for page in svc.client.get_paginator("list_objects_v2").paginate(Bucket="emm-sdc-archive")
             for o in page.get("Contents", [])]
@@ -179,12 +188,60 @@ def _summary(svc: Services, received: int) -> str:
     return "\n".join(lines)
 
 
+def _container_setup(env: dict[str, str]) -> str | None:
+    """Make sure a Docker-API engine with the reference images is there; return a problem, if any."""
+    root = project_root()
+    if not env.get("DOCKER_HOST"):
+        proc = subprocess.run([str(root / "scripts/container-engine")], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return proc.stderr.strip() or "could not start a container engine"
+        env["DOCKER_HOST"] = proc.stdout.strip()
+    build = subprocess.run([str(root / "scripts/build-images")], env=env, capture_output=True, text=True,
+                           check=False)
+    return None if build.returncode == 0 else build.stderr.strip()[-2000:]
+
+
+def _runner_kinds() -> dict[str, Any]:
+    from emm_sdc.core.config import load_instrument
+
+    return {inst: load_instrument(inst).processing.runner for inst in INSTRUMENTS}
+
+
+def _first_images(svc: Services, state: Path) -> bool:
+    """For instruments that run containers and have no production image yet: staging check + promotion."""
+    from emm_sdc.core import images
+    from emm_sdc.core.catalog import Catalog
+
+    ok = True
+    cat = Catalog(svc.catalog_conn)
+    for inst, runner in _runner_kinds().items():
+        if runner.kind != "docker" or images.production_image(cat, inst) == runner.image:
+            continue
+        _say(f"      {inst} runs in containers: staging check of {runner.image}, then its promotion")
+        conf = json.dumps({"candidate_image": runner.image})
+        ok &= _run_dags([f"emm_{inst}_staging_check={conf}"], svc.env, state / "logs")
+        conf = json.dumps({"instrument": inst, "image": runner.image, "reason": "first image (demo)"})
+        ok &= _run_dags([f"emm_image_promote={conf}"], svc.env, state / "logs")
+    return ok
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The SDC's main job end to end, on embedded services."""
     state = Path(args.state_dir).resolve()
     t0 = time.monotonic()
     _say(f"[1/6] Starting embedded services (state in {state})")
+    kinds = {inst: r.kind for inst, r in _runner_kinds().items()}
+    if "batch" in kinds.values():
+        _say(f"The demo runs the local and docker runners; batch needs AWS Batch (runner kinds: {kinds}).")
+        return 2
     svc = Services(state, fresh=True)
+    if "docker" in kinds.values():
+        problem = _container_setup(svc.env)
+        if problem:
+            _say(f"runner: docker needs a Docker-API engine (podman or Docker): {problem}")
+            svc.close()
+            return 1
+        _say(f"      container engine at {svc.env['DOCKER_HOST']}; reference images built")
     try:
         _say(f"      S3 (moto server) at {svc.s3.endpoint}; PostgreSQL at {svc.pg.socket_dir}")
         _say(f"      catalog migrations applied: {', '.join(svc.applied)}")
@@ -200,7 +257,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ingest = [f"emm_{inst}_ingest" for inst in INSTRUMENTS]
         process = [f"emm_{inst}_process" for inst in INSTRUMENTS]
         _say("[4/6] Ingest, then processing, per instrument (real Airflow runs through dag.test())")
-        ok = _run_dags(ingest + process, svc.env, state / "logs")
+        ok = _run_dags(ingest, svc.env, state / "logs")
+        ok &= _first_images(svc, state)
+        ok &= _run_dags(process, svc.env, state / "logs")
         _say("[5/6] Second delivery: orbit 0013, an identical re-delivery (duplicate) and a same-name "
              "file with different content (conflict)")
         from emm_sdc import synthetic
@@ -297,6 +356,7 @@ def cmd_images(_args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver on servers without a session
     parser = argparse.ArgumentParser(prog="sdc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

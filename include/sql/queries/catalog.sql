@@ -126,6 +126,7 @@ ORDER BY f.file_name;
 SELECT f.file_name, f.s3_key, f.data_level FROM deliveries d
 JOIN science_files f ON f.id = d.file_id
 WHERE d.dag_id = %(dag_id)s AND d.dag_run_id = %(dag_run_id)s AND d.outcome = 'archived'
+  AND f.data_level = %(data_level)s
 ORDER BY f.file_name;
 
 -- name: run_deliveries
@@ -242,3 +243,9 @@ WHERE instrument_id = %(instrument_id)s AND data_level = 'l0'
   AND orbit_number = (SELECT max(orbit_number) FROM science_files
                       WHERE instrument_id = %(instrument_id)s AND data_level = 'l0')
 ORDER BY file_name;
+
+-- name: runs_by_runner
+SELECT instrument_id, runner, coalesce(image, '-') AS image, environment, status, count(*) AS runs
+FROM processing_runs
+GROUP BY instrument_id, runner, image, environment, status
+ORDER BY instrument_id, environment, status;

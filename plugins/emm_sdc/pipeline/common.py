@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import TriggerRule, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, TriggerRule, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc.core.archiving import RunContext
 from emm_sdc.core.config import ItfConfig
+from emm_sdc.core.settings import get_settings
 from emm_sdc.notify import failure_notifier
 
 #: DAGs are not meant to catch up from this date; schedules start from "now".
@@ -39,3 +40,26 @@ def fail_if_any_failed() -> None:
     this watcher such a run would look green.
     """
     raise AirflowFailException("an upstream task failed; see the failed task's log")
+
+
+def announce_task(asset: Asset, level: str, query: str, what: str) -> Any:
+    """A task that emits an Asset event listing this run's new files of one level (named query ``query``).
+
+    Skipped when the run made none, so consumers are not triggered for nothing.
+    """
+
+    @task(task_id=f"announce_{level}", outlets=[asset], trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def announce() -> list[str]:
+        from emm_sdc import connections
+
+        ctx = get_current_context()
+        rows = connections.catalog().query(
+            query, {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"], "data_level": level})
+        names = [r["file_name"] for r in rows]
+        if not names:
+            raise AirflowSkipException(f"no new {level} {what} in this run")
+        ctx["outlet_events"][asset].extra = {"files": names, "count": len(names),
+                                             "bucket": get_settings().archive_bucket}
+        return names
+
+    return announce()

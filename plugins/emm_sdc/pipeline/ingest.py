@@ -14,8 +14,7 @@ from functools import partial
 from typing import Any
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import DAG, Asset, TriggerRule, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import DAG, TriggerRule, dag, get_current_context, task
 
 from emm_sdc import connections
 from emm_sdc.assets import level_asset
@@ -24,7 +23,7 @@ from emm_sdc.core.archiving import Archiver
 from emm_sdc.core.config import ItfConfig
 from emm_sdc.core.settings import get_settings
 from emm_sdc.notify import SdcNotifier
-from emm_sdc.pipeline.common import START_DATE, default_args, fail_if_any_failed, run_context
+from emm_sdc.pipeline.common import START_DATE, announce_task, default_args, fail_if_any_failed, run_context
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +36,6 @@ def inbox_has_work(files: list[dict[str, Any]], prefix: str, grace_minutes: int,
     plan = delivery.plan(delivery.sensor_objects(files), prefix,
                          now=datetime.now(UTC), grace=timedelta(minutes=grace_minutes))
     return bool(plan.actionable)
-
-
-def _announce(asset: Asset, level: str) -> Any:
-    @task(task_id=f"announce_{level}", outlets=[asset], trigger_rule=TriggerRule.ALL_DONE, retries=1)
-    def announce() -> list[str]:
-        """Emit an Asset event listing this run's newly archived files of one level."""
-        ctx = get_current_context()
-        rows = connections.catalog().query(
-            "files_of_run", {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"]}
-        )
-        names = [r["file_name"] for r in rows if r["data_level"] == level]
-        if not names:
-            raise AirflowSkipException(f"no new {level} files in this run")
-        ctx["outlet_events"][asset].extra = {"files": names, "count": len(names)}
-        log.info("announcing %d new %s file(s)", len(names), level)
-        return names
-
-    return announce()
 
 
 def build_ingest_dag(cfg: ItfConfig) -> DAG:
@@ -141,7 +122,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
         items = plan_batch()
         handled = handle_file.expand(item=items)
         wait >> items
-        announced = [_announce(level_asset(inst, lvl), lvl) for lvl in ("l0", "hk")]
+        announced = [announce_task(level_asset(inst, lvl), lvl, "files_of_run", "files") for lvl in ("l0", "hk")]
         handled >> announced
         handled >> report()
         handled >> fail_if_any_failed()

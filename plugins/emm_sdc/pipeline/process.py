@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc import connections
@@ -34,7 +34,7 @@ from emm_sdc.core.images import ImageNotPromoted, require_promoted
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
-from emm_sdc.pipeline.common import START_DATE, default_args, fail_if_any_failed
+from emm_sdc.pipeline.common import START_DATE, announce_task, default_args, fail_if_any_failed
 from emm_sdc.runners import run_task
 from emm_sdc.runners.batch import fetch_outputs, stage_inputs
 from emm_sdc.runs import archive_log, fail_run
@@ -228,23 +228,6 @@ def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
     return prepare, collect
 
 
-def _announce(asset: Asset, level: str) -> Any:
-    @task(task_id=f"announce_{level}", outlets=[asset], trigger_rule=TriggerRule.ALL_DONE, retries=1)
-    def announce() -> list[str]:
-        """Emit an Asset event listing this run's new products of one level."""
-        ctx = get_current_context()
-        rows = connections.catalog().query(
-            "products_of_run", {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"], "data_level": level}
-        )
-        names = [r["file_name"] for r in rows]
-        if not names:
-            raise AirflowSkipException(f"no new {level} products in this run")
-        ctx["outlet_events"][asset].extra = {"files": names, "count": len(names)}
-        return names
-
-    return announce()
-
-
 def build_process_dag(cfg: ItfConfig) -> DAG:
     """The processing DAG of one instrument, from its validated ITF config."""
     inst = cfg.instrument
@@ -304,7 +287,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
                 done[step.level] = finished
 
         groups = unit_chain.expand(unit=plan_units())
-        groups >> [_announce(level_asset(inst, lvl), lvl) for lvl in levels]
+        groups >> [announce_task(level_asset(inst, lvl), lvl, "products_of_run", "products") for lvl in levels]
         groups >> fail_if_any_failed()
 
     return process()
