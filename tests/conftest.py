@@ -52,6 +52,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test starts with default settings, a private work dir, and no leaked connections."""
     monkeypatch.setenv("EMM_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("EMM_KERNEL_DIR", str(tmp_path / "kernels"))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

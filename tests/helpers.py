@@ -97,6 +97,7 @@ def make_world(tmp: Path, pg_server: Any, s3_server: Any,
     mp.setenv("EMM_INBOX_BUCKET", buckets["inbox"])
     mp.setenv("EMM_ARCHIVE_BUCKET", buckets["archive"])
     mp.setenv("EMM_WORK_DIR", str(tmp / "work"))
+    mp.setenv("EMM_KERNEL_DIR", str(tmp / "kernels"))
     mp.setenv("EMM_CONFIG_DIR", str(configs))
     get_settings.cache_clear()
     yield {"tmp": tmp, "cat": Catalog(conn), "client": client, "buckets": buckets, "configs": configs, "mp": mp}
@@ -104,3 +105,12 @@ def make_world(tmp: Path, pg_server: Any, s3_server: Any,
     get_settings.cache_clear()
     conn.close()
     pg_server._server.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE);')
+
+
+def keep_world_dirs(monkeypatch: pytest.MonkeyPatch, world: dict[str, Any]) -> None:
+    """Undo the per-test work/kernel directories of the autouse fixture: a module's world shares its own."""
+    from emm_sdc.core.settings import get_settings
+
+    monkeypatch.setenv("EMM_WORK_DIR", str(world["tmp"] / "work"))
+    monkeypatch.setenv("EMM_KERNEL_DIR", str(world["tmp"] / "kernels"))
+    get_settings.cache_clear()

@@ -157,6 +157,7 @@ def airflow_env(
         "AIRFLOW_CONN_EMM_CATALOG": pg.conn_json(CATALOG_DB),
         "EMM_PROJECT_ROOT": str(root),
         "EMM_WORK_DIR": str(state_dir / "work"),
+        "EMM_KERNEL_DIR": str(state_dir / "kernels"),
         "AWS_DEFAULT_REGION": "us-east-1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "plugins"), os.environ.get("PYTHONPATH")])),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,24 @@ def _run(command: list[str], env: dict[str, str], log_path: Path) -> int:
         return proc.wait()
 
 
+def _stage_kernels(s3: Any, mk_uri: str, root: Path) -> Path:
+    """Download an SDC meta-kernel and every ``$KERNELS/...`` file it loads; point it at the copies.
+
+    The kernels live beside the meta-kernel's ``mk/`` folder in the archive (``.../spice/<type>/<file>``).
+    """
+    bucket, key = _split(mk_uri)
+    spice_prefix = key.rsplit("/mk/", 1)[0]
+    text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    for rel in re.findall(r"'\$KERNELS/([^']+)'", text):
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, f"{spice_prefix}/{rel}", str(dest))
+    text = re.sub(r"PATH_VALUES\s*=\s*\(\s*'[^']*'\s*\)", f"PATH_VALUES  = ( '{root}' )", text, count=1)
+    local = root / Path(key).name
+    local.write_text(text)
+    return local
+
+
 def staged(command: list[str]) -> int:
     """Stage in from S3, run, stage out to S3."""
     s3 = _client()
@@ -64,9 +83,14 @@ def staged(command: list[str]) -> int:
         b, k = _split(entry["path"])
         s3.download_file(b, k, str(local))
         entry["path"] = str(local)
+    env = {**os.environ, "EMM_INPUT_MANIFEST": "", "EMM_OUTPUT_DIR": str(outputs)}
+    mk_uri = os.environ.get("EMM_SPICE_METAKERNEL", "")
+    if mk_uri.startswith("s3://"):
+        local_mk = _stage_kernels(s3, mk_uri, scratch / "spice")
+        manifest["spice_metakernel"] = env["EMM_SPICE_METAKERNEL"] = str(local_mk)
     local_manifest = scratch / "input_manifest.json"
     local_manifest.write_text(json.dumps(manifest, indent=2))
-    env = {**os.environ, "EMM_INPUT_MANIFEST": str(local_manifest), "EMM_OUTPUT_DIR": str(outputs)}
+    env["EMM_INPUT_MANIFEST"] = str(local_manifest)
     log_path = scratch / "job.log"
     status = _run(command, env, log_path)
     out_bucket, out_prefix = _split(out_uri)

@@ -17,7 +17,7 @@ import pytest
 from emm_sdc import synthetic
 from emm_sdc.core import images
 from emm_sdc.moc import deliver
-from tests.helpers import edit_configs, make_world, restore_config, run_dag
+from tests.helpers import edit_configs, keep_world_dirs, make_world, restore_config, run_dag
 
 pytestmark = pytest.mark.containers
 IMAGE = "localhost/emm-emr-ref:1.0.0"
@@ -68,7 +68,7 @@ def batch(world: Any, s3_server: Any) -> Any:
 
 @pytest.fixture(autouse=True)
 def _module_env(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMM_WORK_DIR", str(world["tmp"] / "work"))
+    keep_world_dirs(monkeypatch, world)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 
 from emm_sdc import synthetic
 from emm_sdc.moc import deliver
-from tests.helpers import archive_state, edit_configs, make_world, restore_config, run_dag
+from tests.helpers import archive_state, edit_configs, keep_world_dirs, make_world, restore_config, run_dag
 
 pytestmark = pytest.mark.containers
 PROD = "localhost/emm-emr-ref:1.0.0"
@@ -48,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, pg_server: Any, s3_server: A
 
 @pytest.fixture(autouse=True)
 def _module_env(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMM_WORK_DIR", str(world["tmp"] / "work"))
+    keep_world_dirs(monkeypatch, world)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from emm_sdc import synthetic
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.moc import deliver
-from tests.helpers import INSTRUMENTS, archive_state, make_world
+from tests.helpers import INSTRUMENTS, archive_state, keep_world_dirs, make_world
 from tests.helpers import run_dag as run
 
 pytestmark = pytest.mark.e2e
@@ -41,8 +41,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, pg_server: Any, s3_server: A
 
 @pytest.fixture(autouse=True)
 def _module_env(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The package-wide autouse fixture resets EMM_WORK_DIR per test; keep the module's world.
-    monkeypatch.setenv("EMM_WORK_DIR", str(world["tmp"] / "work"))
+    keep_world_dirs(monkeypatch, world)
 
 
 def mixed_delivery(out: Path) -> dict[str, Any]:

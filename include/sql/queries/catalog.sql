@@ -28,13 +28,13 @@ SELECT * FROM science_files WHERE file_name = ANY(%(file_names)s) ORDER BY file_
 INSERT INTO science_files (
     file_name, directory_path, file_size, instrument_id, data_level, timetag, descriptor, mode,
     orbit_number, pred_rec, version, revision, file_root, absolute_version, md5checksum,
-    product_type, bucket, s3_key, processing_run_id,
+    product_type, bucket, s3_key, processing_run_id, meta_kernel_id,
     mars_ls, spacecraft_lst, subsolar_lat, subsolar_lon, spacecraft_lat, spacecraft_lon, spacecraft_alt
 ) VALUES (
     %(file_name)s, %(directory_path)s, %(file_size)s, %(instrument_id)s, %(data_level)s, %(timetag)s,
     %(descriptor)s, %(mode)s, %(orbit_number)s, %(pred_rec)s, %(version)s, %(revision)s, %(file_root)s,
     %(absolute_version)s, %(md5checksum)s, %(product_type)s, %(bucket)s, %(s3_key)s, %(processing_run_id)s,
-    %(mars_ls)s, %(spacecraft_lst)s, %(subsolar_lat)s, %(subsolar_lon)s, %(spacecraft_lat)s,
+    %(meta_kernel_id)s, %(mars_ls)s, %(spacecraft_lst)s, %(subsolar_lat)s, %(subsolar_lon)s, %(spacecraft_lat)s,
     %(spacecraft_lon)s, %(spacecraft_alt)s
 )
 RETURNING id;
@@ -249,3 +249,75 @@ SELECT instrument_id, runner, coalesce(image, '-') AS image, environment, status
 FROM processing_runs
 GROUP BY instrument_id, runner, image, environment, status
 ORDER BY instrument_id, environment, status;
+
+-- name: kernel_by_name
+SELECT * FROM spice_kernels WHERE file_name = %(file_name)s;
+
+-- name: insert_kernel
+INSERT INTO spice_kernels (file_name, kernel_type, kernel_class, version, coverage_start, coverage_end,
+                           md5checksum, file_size, bucket, s3_key, series, kind, dag_run_id)
+VALUES (%(file_name)s, %(kernel_type)s, %(kernel_class)s, %(version)s, %(coverage_start)s, %(coverage_end)s,
+        %(md5checksum)s, %(file_size)s, %(bucket)s, %(s3_key)s, %(series)s, %(kind)s, %(dag_run_id)s)
+RETURNING id;
+
+-- name: insert_kernel_coverage
+INSERT INTO kernel_coverage (kernel_id, body_or_frame, start_time, end_time)
+VALUES (%(kernel_id)s, %(body_or_frame)s, %(start_time)s, %(end_time)s)
+ON CONFLICT DO NOTHING;
+
+-- name: supersede_series
+-- Older versions of a series give way to the new one.
+UPDATE spice_kernels SET superseded_by = %(kernel_id)s
+WHERE series = %(series)s AND version < %(version)s AND superseded_by IS NULL;
+
+-- name: active_kernels
+SELECT * FROM spice_kernels WHERE superseded_by IS NULL ORDER BY kernel_type, file_name;
+
+-- name: kernels_of_run
+SELECT * FROM spice_kernels WHERE dag_run_id = %(dag_run_id)s ORDER BY file_name;
+
+-- name: hope_coverage
+-- Coverage of Hope's trajectory (SPK, body -62) by kernel class, from active kernels.
+SELECT k.kernel_class, c.start_time, c.end_time, k.file_name
+FROM kernel_coverage c JOIN spice_kernels k ON k.id = c.kernel_id
+WHERE k.kernel_type = 'spk' AND c.body_or_frame = -62 AND k.superseded_by IS NULL
+ORDER BY c.start_time;
+
+-- name: latest_meta_kernel
+SELECT * FROM meta_kernels ORDER BY version DESC LIMIT 1;
+
+-- name: insert_meta_kernel
+INSERT INTO meta_kernels (version, file_name, s3_key, kernels, dag_run_id)
+VALUES (%(version)s, %(file_name)s, %(s3_key)s, %(kernels)s::jsonb, %(dag_run_id)s)
+RETURNING id;
+
+-- name: products_to_upgrade
+-- Latest products of the given levels whose kernel class is worse than a class now covering their time.
+SELECT f.id, f.file_name, f.instrument_id, f.data_level, f.timetag, f.pred_rec
+FROM science_files_latest f
+WHERE f.instrument_id = %(instrument_id)s
+  AND f.data_level = ANY(%(levels)s)
+  AND f.pred_rec = ANY(%(worse)s)
+  AND f.timetag >= %(start)s AND f.timetag <= %(end)s
+ORDER BY f.timetag;
+
+-- name: l0_roots
+-- The L0 files a set of products descends from.
+WITH RECURSIVE up(id) AS (
+    SELECT unnest(%(product_ids)s::bigint[])
+    UNION
+    SELECT l.input_id FROM lineage l JOIN up ON l.product_id = up.id
+)
+SELECT DISTINCT f.file_name FROM science_files f
+WHERE f.id IN (SELECT id FROM up) AND f.data_level = 'l0'
+ORDER BY f.file_name;
+
+-- name: hope_coverage_history
+-- Every Hope SPK coverage interval with the run that archived its kernel (for before/after comparisons).
+SELECT k.kernel_class, c.start_time, c.end_time, k.file_name, k.dag_run_id, k.superseded_by
+FROM kernel_coverage c JOIN spice_kernels k ON k.id = c.kernel_id
+WHERE k.kernel_type = 'spk' AND c.body_or_frame = -62
+ORDER BY c.start_time;
+
+-- name: set_run_meta_kernel
+UPDATE processing_runs SET meta_kernel_id = %(meta_kernel_id)s WHERE id = %(run_id)s;

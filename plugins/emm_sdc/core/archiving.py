@@ -37,6 +37,9 @@ REASONS = {
     "bad-content": "the bytes are not this instrument's CCSDS packets",
     "conflict": "a different file with the same name is already archived; the archive is never overwritten",
     "unexpected-location": "the MOC delivers into the inbox prefix itself, not sub-folders",
+    "kernel-load-failed": "SPICE could not load the kernel",
+    "kernel-type-mismatch": "the file's SPICE type is not the one its name declares",
+    "coverage-mismatch": "the kernel's coverage contradicts the dates in its name",
 }
 
 
@@ -66,7 +69,9 @@ class RunContext:
     dag_run_id: str | None = None
 
 
-class _Reject(Exception):
+class Reject(Exception):
+    """Raised by a handler's checks: quarantine the file with this reason code and detail."""
+
     def __init__(self, code: str, detail: str, **details: Any):
         self.code = code
         self.detail = detail
@@ -74,14 +79,18 @@ class _Reject(Exception):
         super().__init__(f"{code}: {detail}")
 
 
-class Archiver:
-    """Applies the ingest rules to inbox items of one instrument."""
+class InboxHandler:
+    """What every inbox needs: sidecars, the archive-or-quarantine decision, clearing the inbox.
+
+    Subclasses implement :meth:`_accept` (validate and archive one item, or raise
+    :class:`Reject`); quarantine, duplicates of removed items and clean-up are shared.
+    """
 
     def __init__(
         self,
         storage: Storage,
         catalog: Catalog,
-        cfg: ItfConfig,
+        area: str,
         *,
         inbox_bucket: str,
         archive_bucket: str,
@@ -89,7 +98,7 @@ class Archiver:
     ):
         self.storage = storage
         self.catalog = catalog
-        self.cfg = cfg
+        self.area = area
         self.inbox_bucket = inbox_bucket
         self.archive_bucket = archive_bucket
         self.ctx = ctx
@@ -103,32 +112,89 @@ class Archiver:
         if item.problem:
             return self._quarantine(item, file_name, item.problem, REASONS[item.problem])
         try:
-            return self._archive(item, file_name)
-        except _Reject as rej:
+            return self._accept(item, file_name)
+        except Reject as rej:
             return self._quarantine(item, file_name, rej.code, rej.detail, **rej.details)
 
-    def _archive(self, item: DeliveryItem, file_name: str) -> Outcome:
+    def _accept(self, item: DeliveryItem, file_name: str) -> Outcome:
+        raise NotImplementedError
+
+    def _declared_md5(self, item: DeliveryItem, file_name: str) -> str:
+        assert item.sidecar_key is not None
+        raw = self.storage.read_small(self.inbox_bucket, item.sidecar_key)
+        try:
+            return parse_sidecar(raw.decode("utf-8", errors="replace"), file_name)
+        except SidecarError as exc:
+            raise Reject("bad-sidecar", str(exc)) from None
+
+    def _clear_inbox(self, item: DeliveryItem) -> None:
+        keys = [item.key] + ([item.sidecar_key] if item.sidecar_key else [])
+        self.storage.delete(self.inbox_bucket, *keys)
+
+    def _quarantine(self, item: DeliveryItem, file_name: str, code: str, detail: str, **details: Any) -> Outcome:
+        """Copy the file (and sidecar) to quarantine with a reason JSON, record it, then clear the inbox."""
+        safe = naming.safe_basename(item.key)
+        content_id = (item.etag or "no-etag").replace("-", "_")
+        qkey = f"{QUARANTINE_ROOT}/{self.area}/{content_id}/{safe}"
+        md5 = details.get("md5") or (item.etag if len(item.etag) == 32 else None)
+        size = details.get("size", item.size)
+        self.storage.copy_as_is(self.inbox_bucket, item.key, self.archive_bucket, qkey)
+        if item.sidecar_key:
+            self.storage.copy_as_is(self.inbox_bucket, item.sidecar_key, self.archive_bucket, qkey + ".md5")
+        reason = {
+            "file": file_name,
+            "inbox": f"s3://{self.inbox_bucket}/{item.key}",
+            "quarantine": f"s3://{self.archive_bucket}/{qkey}",
+            "instrument": self.area,
+            "reason_code": code,
+            "rule": REASONS[code],
+            "reason": detail,
+            "details": details,
+            "detected_at": datetime.now(UTC).isoformat(),
+            "dag_id": self.ctx.dag_id,
+            "dag_run_id": self.ctx.dag_run_id,
+        }
+        self.storage.put_json(self.archive_bucket, qkey + ".reason.json", reason)
+        self.catalog.quarantine(
+            instrument=self.area, original_key=item.key, quarantine_key=qkey, reason_code=code,
+            reason=detail, details=details, md5=md5, size=size,
+            dag_id=self.ctx.dag_id, dag_run_id=self.ctx.dag_run_id,
+        )
+        self._clear_inbox(item)
+        log.warning("quarantined %s: %s (%s)", file_name, code, detail)
+        return Outcome(item.key, "quarantined", file_name, quarantine_key=qkey, reason_code=code,
+                       reason=detail, md5=md5, size=size, details=details)
+
+
+class Archiver(InboxHandler):
+    """Applies the ingest rules to inbox items of one instrument."""
+
+    def __init__(self, storage: Storage, catalog: Catalog, cfg: ItfConfig, **kwargs: Any):
+        super().__init__(storage, catalog, cfg.instrument, **kwargs)
+        self.cfg = cfg
+
+    def _accept(self, item: DeliveryItem, file_name: str) -> Outcome:
         parsed, problems = naming.problems_in(file_name)
         if parsed is None:
-            raise _Reject(
+            raise Reject(
                 "invalid-name", "; ".join(str(p) for p in problems),
                 problems=[asdict(p) for p in problems],
             )
         if parsed.instrument != self.cfg.instrument:
-            raise _Reject("wrong-instrument",
+            raise Reject("wrong-instrument",
                           f"{file_name} is an {parsed.instrument} file in the {self.cfg.instrument} inbox")
         if self.cfg.classify(file_name) is None:
             pats = self.cfg.ingest.file_patterns
-            raise _Reject("unexpected-type",
+            raise Reject("unexpected-type",
                           f"{file_name} matches none of science {pats.science} / housekeeping {pats.housekeeping}")
         declared = self._declared_md5(item, file_name)
 
         framer = PacketFramer(allowed_apids(parsed.instrument, parsed.level)) if parsed.is_raw else None
         digest = self.storage.digest(self.inbox_bucket, item.key, [framer] if framer else [])
         if digest.size == 0:
-            raise _Reject("empty", f"{file_name} has zero bytes", md5=digest.md5, size=0)
+            raise Reject("empty", f"{file_name} has zero bytes", md5=digest.md5, size=0)
         if digest.md5 != declared:
-            raise _Reject("checksum-mismatch",
+            raise Reject("checksum-mismatch",
                           f"received bytes have MD5 {digest.md5}, the sidecar declares {declared}",
                           md5=digest.md5, declared_md5=declared, size=digest.size)
         if framer is not None:
@@ -136,13 +202,13 @@ class Archiver:
             if content_problems:
                 code = "truncated" if content_problems[0].startswith("truncated: ") else "bad-content"
                 detail = "; ".join(content_problems).removeprefix("truncated: ")
-                raise _Reject(code, detail, md5=digest.md5, size=digest.size,
+                raise Reject(code, detail, md5=digest.md5, size=digest.size,
                               packets=framer.packets)
 
         existing = self.catalog.get_file(file_name)
         if existing is not None:
             if existing["md5checksum"] != digest.md5:
-                raise _Reject("conflict",
+                raise Reject("conflict",
                               f"{file_name} is archived at {existing['s3_key']} with MD5 "
                               f"{existing['md5checksum']}; this delivery has MD5 {digest.md5}",
                               md5=digest.md5, size=digest.size, archived_md5=existing["md5checksum"])
@@ -164,14 +230,6 @@ class Archiver:
         return Outcome(item.key, "archived", file_name, parsed.level, parsed.archive_key,
                        md5=digest.md5, size=digest.size)
 
-    def _declared_md5(self, item: DeliveryItem, file_name: str) -> str:
-        assert item.sidecar_key is not None
-        raw = self.storage.read_small(self.inbox_bucket, item.sidecar_key)
-        try:
-            return parse_sidecar(raw.decode("utf-8", errors="replace"), file_name)
-        except SidecarError as exc:
-            raise _Reject("bad-sidecar", str(exc)) from None
-
     def _ensure_archived(self, item: DeliveryItem, existing: dict[str, Any]) -> None:
         """Repair a catalogued file whose archive object is missing, from an identical delivery."""
         if self.storage.head(existing["bucket"], existing["s3_key"]) is None:
@@ -180,40 +238,3 @@ class Archiver:
             self.storage.copy_verified(self.inbox_bucket, item.key, existing["bucket"], existing["s3_key"],
                                        md5=existing["md5checksum"], size=existing["file_size"])
 
-    def _clear_inbox(self, item: DeliveryItem) -> None:
-        keys = [item.key] + ([item.sidecar_key] if item.sidecar_key else [])
-        self.storage.delete(self.inbox_bucket, *keys)
-
-    def _quarantine(self, item: DeliveryItem, file_name: str, code: str, detail: str, **details: Any) -> Outcome:
-        """Copy the file (and sidecar) to quarantine with a reason JSON, record it, then clear the inbox."""
-        safe = naming.safe_basename(item.key)
-        content_id = (item.etag or "no-etag").replace("-", "_")
-        qkey = f"{QUARANTINE_ROOT}/{self.cfg.instrument}/{content_id}/{safe}"
-        md5 = details.get("md5") or (item.etag if len(item.etag) == 32 else None)
-        size = details.get("size", item.size)
-        self.storage.copy_as_is(self.inbox_bucket, item.key, self.archive_bucket, qkey)
-        if item.sidecar_key:
-            self.storage.copy_as_is(self.inbox_bucket, item.sidecar_key, self.archive_bucket, qkey + ".md5")
-        reason = {
-            "file": file_name,
-            "inbox": f"s3://{self.inbox_bucket}/{item.key}",
-            "quarantine": f"s3://{self.archive_bucket}/{qkey}",
-            "instrument": self.cfg.instrument,
-            "reason_code": code,
-            "rule": REASONS[code],
-            "reason": detail,
-            "details": details,
-            "detected_at": datetime.now(UTC).isoformat(),
-            "dag_id": self.ctx.dag_id,
-            "dag_run_id": self.ctx.dag_run_id,
-        }
-        self.storage.put_json(self.archive_bucket, qkey + ".reason.json", reason)
-        self.catalog.quarantine(
-            instrument=self.cfg.instrument, original_key=item.key, quarantine_key=qkey, reason_code=code,
-            reason=detail, details=details, md5=md5, size=size,
-            dag_id=self.ctx.dag_id, dag_run_id=self.ctx.dag_run_id,
-        )
-        self._clear_inbox(item)
-        log.warning("quarantined %s: %s (%s)", file_name, code, detail)
-        return Outcome(item.key, "quarantined", file_name, quarantine_key=qkey, reason_code=code,
-                       reason=detail, md5=md5, size=size, details=details)

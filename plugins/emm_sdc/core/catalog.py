@@ -144,6 +144,7 @@ def file_record(
     bucket: str,
     processing_run_id: int | None = None,
     geometry: Mapping[str, float | None] | None = None,
+    meta_kernel_id: int | None = None,
 ) -> dict[str, Any]:
     """The ``science_files`` row for an archived file (EMM API record fields)."""
     key = name.archive_key
@@ -168,6 +169,7 @@ def file_record(
         "bucket": bucket,
         "s3_key": key,
         "processing_run_id": processing_run_id,
+        "meta_kernel_id": meta_kernel_id,
         **{f: geometry.get(f) for f in GEOMETRY_FIELDS},
     }
 

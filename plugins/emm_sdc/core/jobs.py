@@ -58,6 +58,7 @@ class JobSpec:
     inputs: list[JobInput]
     processing_run_id: int | None = None
     meta_kernel: str | None = None
+    meta_kernel_id: int | None = None
     calibration_dir: str | None = None
     environment: str = "production"
     parameters: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,9 @@ class Settings:
     aws_conn_id: str
     catalog_conn_id: str
     work_dir: Path
+    kernel_dir: Path
     environment: str
+    spice_inbox_prefix: str = "inbox/spice/"
 
     @property
     def sql_dir(self) -> Path:
@@ -55,5 +57,6 @@ def get_settings() -> Settings:
         aws_conn_id=os.environ.get("EMM_AWS_CONN_ID", "emm_s3"),
         catalog_conn_id=os.environ.get("EMM_CATALOG_CONN_ID", "emm_catalog"),
         work_dir=Path(os.environ.get("EMM_WORK_DIR") or Path(tempfile.gettempdir()) / "emm-sdc-work"),
+        kernel_dir=Path(os.environ.get("EMM_KERNEL_DIR") or Path(tempfile.gettempdir()) / "emm-sdc-kernels"),
         environment=env,
     )

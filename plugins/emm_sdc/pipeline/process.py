@@ -20,6 +20,7 @@ import logging
 import shutil
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, dag, get_current_context, task, task_group
@@ -27,11 +28,13 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc import connections
 from emm_sdc.assets import level_asset
+from emm_sdc.core import coverage
 from emm_sdc.core.catalog import Catalog, file_record
 from emm_sdc.core.checksums import md5_file
 from emm_sdc.core.config import CONFIG_FILES, ChainStep, ItfConfig
 from emm_sdc.core.images import ImageNotPromoted, require_promoted
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
+from emm_sdc.core.refresh import sync_kernel_dir
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
 from emm_sdc.pipeline.common import START_DATE, announce_task, default_args, fail_if_any_failed
@@ -73,11 +76,20 @@ def select_inputs(cat: Catalog, cfg: ItfConfig, params: dict[str, Any], event_fi
             and cfg.classify(r["file_name"]) == "science"]
 
 
-def plan_units_from(cfg: ItfConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[str, list[str]] = defaultdict(list)
+def plan_units_from(cfg: ItfConfig, rows: list[dict[str, Any]],
+                    hope_coverage: dict[str, list[coverage.Span]] | None = None) -> list[dict[str, Any]]:
+    """Work units: inputs grouped per orbit/day/file and, when the chain uses SPICE, per kernel class.
+
+    The class is the best one whose Hope SPK covers the input's time, so every
+    product of a unit can carry the same kernel letter.
+    """
+    uses_spice = any(s.uses_spice for s in cfg.processing.chain)
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in rows:
-        groups[_unit_key(cfg, row)].append(row["file_name"])
-    return [{"unit": key, "inputs": sorted(files)} for key, files in sorted(groups.items())]
+        cls = coverage.best_class_at(hope_coverage or {}, row["timetag"]) if uses_spice else "n"
+        groups[(_unit_key(cfg, row), cls)].append(row["file_name"])
+    return [{"unit": key if cls == "n" else f"{key}-{cls}", "inputs": sorted(files), "kernel_class": cls}
+            for (key, cls), files in sorted(groups.items())]
 
 
 def latest_per_root(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,13 +140,17 @@ def prepare_job(
     used = [e["revision"] for e in existing if e["version"] == version]
     revision = max(used) + 1 if used else 0
 
+    meta_kernel = current_meta_kernel(cat, storage) if step.uses_spice else None
     job_id = safe_id(f"{dag_id}__{run_id}__{unit['unit']}__{step.level}")
     workdir = settings.work_dir / safe_id(dag_id) / safe_id(run_id) / unit["unit"] / step.level
     if workdir.exists():
         shutil.rmtree(workdir)
     spec = JobSpec(
         job_id=job_id, instrument=cfg.instrument, level=step.level, work_unit=unit["unit"],
-        workdir=str(workdir), version=version, revision=revision, kernel_class="n",
+        workdir=str(workdir), version=version, revision=revision,
+        kernel_class=unit.get("kernel_class", "n") if step.uses_spice else "n",
+        meta_kernel=meta_kernel["path"] if meta_kernel else None,
+        meta_kernel_id=meta_kernel["id"] if meta_kernel else None,
         inputs=[JobInput(s["file_name"], s["s3_key"], s["md5checksum"].strip(), s["data_level"]) for s in sources],
         environment=settings.environment, parameters=dict(step.parameters), reason=reason,
         runner=runner.kind, image=image, lane="reprocessing" if reprocess else "daily",
@@ -155,12 +171,45 @@ def open_job(cat: Catalog, storage: Storage, cfg: ItfConfig, spec: JobSpec, *, d
         dag_id=dag_id, dag_run_id=run_id, task_id=task_id, map_index=map_index, try_number=1,
         instrument_id=spec.instrument, data_level=spec.level, work_unit=spec.work_unit, runner=spec.runner,
         processor_name=cfg.processing.processor.name, processor_version=cfg.processing.processor.version,
-        image=spec.image, environment=spec.environment, meta_kernel=spec.meta_kernel, reason=spec.reason,
+        image=spec.image, environment=spec.environment,
+        meta_kernel=Path(spec.meta_kernel).name if spec.meta_kernel else None, reason=spec.reason,
         started_at=datetime.now(UTC),
     )
+    if spec.meta_kernel_id is not None:
+        cat.query("set_run_meta_kernel", {"run_id": spec.processing_run_id, "meta_kernel_id": spec.meta_kernel_id})
     spec.write_manifest()
     if spec.runner == "batch":
         spec.s3_prefix = stage_inputs(storage, spec, get_settings().archive_bucket)
+
+
+def current_meta_kernel(cat: Catalog, storage: Storage) -> dict[str, Any] | None:
+    """The newest meta-kernel, present in the kernel directory (fetched from the archive if not)."""
+    rows = cat.query("latest_meta_kernel")
+    if not rows:
+        return None
+    path = sync_kernel_dir(storage, get_settings().archive_bucket, get_settings().kernel_dir, rows[0])
+    return {"id": rows[0]["id"], "path": str(path), "file_name": rows[0]["file_name"]}
+
+
+def check_kernel_letters(cat: Catalog, spec: JobSpec, products: list[Any]) -> None:
+    """A product's kernel letter must be a class whose Hope SPK covers the product's time."""
+    if spec.kernel_class == "n":
+        return
+    spans = coverage.by_class(cat.query("hope_coverage")).get(spec.kernel_class, [])
+    bad = [p.name.file_name for p in products if not any(s <= p.name.start <= e for s, e in spans)]
+    if bad:
+        raise OutputError(spec.job_id, [f"{n}: kernel class {spec.kernel_class!r} in its name, but no "
+                                        f"{spec.kernel_class!r} Hope kernel covers its time" for n in bad])
+
+
+def product_geometry(cat: Catalog, storage: Storage, spec: JobSpec, times: list[datetime]) -> list[dict[str, Any]]:
+    """EMM API geometry fields at each product's time (empty without kernels)."""
+    mk = spec.meta_kernel or (current_meta_kernel(cat, storage) or {}).get("path")
+    if not mk:
+        return [{} for _ in times]
+    from emm_sdc.core.geometry import compute_geometry
+
+    return compute_geometry(mk, times)
 
 
 def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
@@ -182,7 +231,11 @@ def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
             storage.upload_verified(p.path, bucket, p.name.archive_key, md5=p.md5)
             uploaded.append(p.name.archive_key)
         log_uri = archive_log(storage, spec)
-        records = [(file_record(p.name, size=p.size, md5=p.md5, bucket=bucket), p.inputs) for p in products]
+        check_kernel_letters(cat, spec, products)
+        geometry = product_geometry(cat, storage, spec, [p.name.start for p in products])
+        records = [(file_record(p.name, size=p.size, md5=p.md5, bucket=bucket, geometry=g,
+                                meta_kernel_id=spec.meta_kernel_id), p.inputs) for p, g in zip(products, geometry,
+                                                                                                strict=True)]
         assert spec.processing_run_id is not None
         if processor.get("name") and processor.get("version"):  # what actually ran, as the processor says
             cat.query("set_run_processor", {"run_id": spec.processing_run_id,
@@ -268,8 +321,9 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
             for events in (ctx.get("triggering_asset_events") or {}).values():
                 for ev in events:
                     event_files += list((ev.extra or {}).get("files", []))
-            rows = select_inputs(connections.catalog(), cfg, dict(ctx["params"]), event_files)
-            units = plan_units_from(cfg, rows)
+            cat = connections.catalog()
+            rows = select_inputs(cat, cfg, dict(ctx["params"]), event_files)
+            units = plan_units_from(cfg, rows, coverage.by_class(cat.query("hope_coverage")))
             log.info("%d input file(s) in %d unit(s): %s", len(rows), len(units), [u["unit"] for u in units])
             return units
 

@@ -16,12 +16,14 @@ operator is deferrable: while AWS runs the job the task holds no worker slot.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 
 from emm_sdc.core.config import RunnerConfig
 from emm_sdc.core.jobs import JobSpec, safe_id
+from emm_sdc.core.kernels import SPICE_ROOT
 from emm_sdc.core.storage import Storage
 from emm_sdc.runners.local import JobFailed
 from emm_sdc.runs import fail_job
@@ -74,6 +76,9 @@ def batch_environment(spec: JobSpec, s3_endpoint: str | None) -> dict[str, str]:
     """The contract's environment with the job's ``s3://`` staging locations."""
     assert spec.s3_prefix, "a batch job is staged in S3 by prepare"
     env = spec.env(manifest=f"{spec.s3_prefix}input_manifest.json", output_dir=f"{spec.s3_prefix}out/")
+    if spec.meta_kernel:
+        bucket = spec.s3_prefix[5:].split("/", 1)[0]
+        env["EMM_SPICE_METAKERNEL"] = f"s3://{bucket}/{SPICE_ROOT}/mk/{Path(spec.meta_kernel).name}"
     if s3_endpoint:
         env["EMM_S3_ENDPOINT_URL"] = s3_endpoint
     return env
@@ -132,6 +137,8 @@ def stage_inputs(storage: Storage, spec: JobSpec, bucket: str) -> str:
     """Upload a prepared job's inputs and its S3 manifest; return the job's ``s3://`` prefix."""
     prefix = f"{WORK_ROOT}/{spec.job_id}/"
     manifest = spec.manifest()
+    if spec.meta_kernel:  # the container fetches the meta-kernel and its kernels from the archive
+        manifest["spice_metakernel"] = f"s3://{bucket}/{SPICE_ROOT}/mk/{Path(spec.meta_kernel).name}"
     for entry in manifest["inputs"]:
         key = f"{prefix}in/{entry['file_name']}"
         storage.upload_verified(spec.input_dir / entry["file_name"], bucket, key, md5=entry["md5"])

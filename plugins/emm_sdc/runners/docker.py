@@ -24,6 +24,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import Mount
 
 from emm_sdc.core.jobs import JobSpec, safe_id
+from emm_sdc.core.kernels import rebase_meta_kernel
 from emm_sdc.runners.local import JobFailed
 from emm_sdc.runs import fail_job
 
@@ -38,9 +39,12 @@ def container_view(spec: JobSpec) -> tuple[dict[str, str], list[Mount]]:
     mounts = [Mount(CONTAINER_WORK, spec.workdir, type="bind")]
     manifest = spec.manifest(input_root=Path(CONTAINER_WORK) / "in")
     if spec.meta_kernel:
-        kernel_dir = str(Path(spec.meta_kernel).parent)
-        mounts.append(Mount(CONTAINER_SPICE, kernel_dir, type="bind", read_only=True))
-        manifest["spice_metakernel"] = f"{CONTAINER_SPICE}/{Path(spec.meta_kernel).name}"
+        # The kernel directory read-only at /emm/spice, and a copy of the meta-kernel pointing there.
+        kernel_dir = Path(spec.meta_kernel).parents[1]
+        mounts.append(Mount(CONTAINER_SPICE, str(kernel_dir), type="bind", read_only=True))
+        rebased = rebase_meta_kernel(Path(spec.meta_kernel).read_text(), CONTAINER_SPICE)
+        (Path(spec.workdir) / "spice.tm").write_text(rebased)
+        manifest["spice_metakernel"] = f"{CONTAINER_WORK}/spice.tm"
     if spec.calibration_dir:
         mounts.append(Mount(CONTAINER_CALIBRATION, spec.calibration_dir, type="bind", read_only=True))
         manifest["calibration_dir"] = CONTAINER_CALIBRATION

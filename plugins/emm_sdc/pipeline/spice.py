@@ -1,0 +1,160 @@
+"""SPICE refresh: kernel deliveries become archived, indexed kernels, a new meta-kernel, and reprocessing.
+
+DAG ``emm_spice_refresh``, on a cron: a deferrable S3 sensor waits for ready
+files in the SPICE inbox (``inbox/spice/`` by default); generic kernels (LSK,
+PCK, FK, IK, SCLK, planetary SPK) are handled first, then Hope SPK/CK, whose
+coverage check needs the LSK/SCLK. Each kernel is load-tested with spiceypy,
+its coverage read with spkcov/ckcov and compared with its name, then archived,
+copied into the kernel directory and indexed; bad kernels are quarantined
+with the reason. When a run archived anything, a new meta-kernel version is
+written (Asset ``emm_spice_meta_kernel``). Products made with a worse kernel
+class whose time the new kernels now cover at ``r`` or ``f`` are queued for
+reprocessing: a run of each affected instrument's processing DAG, with a note
+and a ``reason`` saying which kernels and which time made it necessary.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Asset, TriggerRule, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from emm_sdc import connections
+from emm_sdc.core import delivery, kernels
+from emm_sdc.core.config import load_instrument
+from emm_sdc.core.kernel_archiving import KernelArchiver
+from emm_sdc.core.refresh import reprocessing_plan, write_meta_kernel
+from emm_sdc.core.settings import get_settings
+from emm_sdc.notify import SdcNotifier
+from emm_sdc.pipeline.common import START_DATE, fail_if_any_failed, run_context
+from emm_sdc.pipeline.ingest import MAX_BATCH, inbox_has_work
+
+log = logging.getLogger(__name__)
+META_KERNEL_ASSET = Asset(name="emm_spice_meta_kernel", uri="emm://archive/spice/meta-kernel", group="emm-data")
+SIDECAR_GRACE_MINUTES = 60
+INSTRUMENTS = ("exi", "emu", "emr")
+
+
+def _is_hope(key: str) -> bool:
+    try:
+        return kernels.parse_kernel_name(key.rsplit("/", 1)[-1]).is_hope
+    except kernels.InvalidKernelNameError:
+        return False
+
+
+def build_spice_refresh_dag() -> DAG:
+    settings = get_settings()
+    prefix = settings.spice_inbox_prefix
+
+    @dag(
+        dag_id="emm_spice_refresh",
+        schedule="*/10 * * * *",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "sdc-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
+        tags=["emm", "spice"],
+        doc_md=__doc__,
+    )
+    def spice_refresh() -> None:
+        wait = S3KeySensor(
+            task_id="wait_for_kernels", bucket_name=settings.inbox_bucket, bucket_key=f"{prefix}*",
+            wildcard_match=True, check_fn=partial(inbox_has_work, prefix=prefix, grace_minutes=SIDECAR_GRACE_MINUTES),
+            metadata_keys=["Key", "Size", "LastModified"], aws_conn_id=settings.aws_conn_id, deferrable=True,
+            poke_interval=60, timeout=60 * 60, soft_fail=True,
+        )
+
+        def plan(hope: bool) -> list[dict[str, Any]]:
+            objects = connections.storage().list(settings.inbox_bucket, prefix)
+            work = delivery.plan(objects, prefix, now=datetime.now(UTC),
+                                 grace=timedelta(minutes=SIDECAR_GRACE_MINUTES)).actionable
+            return [i.to_dict() for i in work if _is_hope(i.key) == hope][:MAX_BATCH]
+
+        @task
+        def plan_generic() -> list[dict[str, Any]]:
+            """Ready/overdue generic kernels (and anything that is not a Hope kernel): handled first."""
+            return plan(hope=False)
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        def plan_hope() -> list[dict[str, Any]]:
+            """Ready/overdue Hope SPK/CK, once the generic kernels their checks need are in."""
+            return plan(hope=True)
+
+        def handler() -> KernelArchiver:
+            return KernelArchiver(connections.storage(), connections.catalog(), kernel_dir=settings.kernel_dir,
+                                  inbox_bucket=settings.inbox_bucket, archive_bucket=settings.archive_bucket,
+                                  ctx=run_context())
+
+        @task(map_index_template="{{ file_name }}")
+        def handle_generic(item: dict[str, Any]) -> dict[str, Any]:
+            parsed = delivery.DeliveryItem.from_dict(item)
+            get_current_context()["file_name"] = parsed.key.rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
+            return handler().handle(parsed).to_dict()
+
+        @task(map_index_template="{{ file_name }}", trigger_rule=TriggerRule.NONE_FAILED)
+        def handle_hope(item: dict[str, Any]) -> dict[str, Any]:
+            parsed = delivery.DeliveryItem.from_dict(item)
+            get_current_context()["file_name"] = parsed.key.rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
+            return handler().handle(parsed).to_dict()
+
+        @task(outlets=[META_KERNEL_ASSET], trigger_rule=TriggerRule.ALL_DONE)
+        def meta_kernel() -> dict[str, Any]:
+            """A new meta-kernel version when this run archived kernels."""
+            ctx = get_current_context()
+            cat = connections.catalog()
+            if not cat.query("kernels_of_run", {"dag_run_id": ctx["run_id"]}):
+                raise AirflowSkipException("no new kernels in this run")
+            mk = write_meta_kernel(cat, connections.storage(), settings.kernel_dir, settings.archive_bucket,
+                                   ctx["run_id"])
+            ctx["outlet_events"][META_KERNEL_ASSET].extra = {"version": mk["version"], "file": mk["file_name"]}
+            log.info("meta-kernel %s loads %d kernels", mk["file_name"], len(mk["kernels"]))
+            return mk
+
+        @task
+        def plan_reprocessing() -> list[dict[str, Any]]:
+            """Trigger arguments for each instrument whose products better kernels now cover."""
+            ctx = get_current_context()
+            configs = {inst: load_instrument(inst) for inst in INSTRUMENTS}
+            plans = reprocessing_plan(connections.catalog(), configs, ctx["run_id"])
+            for p in plans:
+                log.info("%s: reprocess %d L0 file(s) at %s: %s", p["instrument"], len(p["files"]), p["levels"],
+                         p["reason"])
+            return [{
+                "trigger_dag_id": f"emm_{p['instrument']}_process",
+                "trigger_run_id": f"spice_refresh__{ctx['run_id']}__{p['instrument']}",
+                "conf": {"files": p["files"], "levels": p["levels"], "reprocess": True, "reason": p["reason"]},
+                "note": p["reason"][:1000],
+            } for p in plans]
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def report() -> dict[str, Any]:
+            ctx = run_context()
+            rows = connections.catalog().query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
+            quarantined = [r for r in rows if r["outcome"] == "quarantined"]
+            if quarantined:
+                SdcNotifier(f"[EMM SDC] {len(quarantined)} SPICE kernel(s) quarantined", "\n".join(
+                    f"- {r['inbox_key']}: {r['reason_code']}: {r['reason']}" for r in quarantined)).notify(
+                    get_current_context())
+            return {"archived": sum(r["outcome"] == "archived" for r in rows), "quarantined": len(quarantined)}
+
+        generic_items = plan_generic()
+        wait >> generic_items
+        generic = handle_generic.expand(item=generic_items)
+        hope_items = plan_hope()
+        generic >> hope_items
+        hope = handle_hope.expand(item=hope_items)
+        mk = meta_kernel()
+        hope >> mk
+        plans = plan_reprocessing()
+        mk >> plans
+        TriggerDagRunOperator.partial(task_id="queue_reprocessing", wait_for_completion=False).expand_kwargs(plans)
+        [generic, hope] >> report()
+        [generic, hope, mk] >> fail_if_any_failed()
+
+    return spice_refresh()
