@@ -61,6 +61,10 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> str:
         from emm_sdc.pipeline.staging import build_promote_dag
 
         dag = build_promote_dag()
+    elif dag_id == "emm_spice_refresh":
+        from emm_sdc.pipeline.spice import build_spice_refresh_dag
+
+        dag = build_spice_refresh_dag()
     else:
         dag = instrument_dags(dag_id.split("_")[1])[dag_id]
     return str(dag.test(run_conf=conf).state)

@@ -25,64 +25,33 @@ The same arguments always write byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import spiceypy
 
-from emm_sdc.core import checksums, kernels, naming
+from emm_sdc.core import checksums, kernels, naming, spice
 from emm_sdc.synthetic import ORBIT_EPOCH, ORBIT_PERIOD, Delivered
 
-# --------------------------------------------------------------------------- time (LSK constants)
-
-J2000_UTC: Final = datetime(2000, 1, 1, 12, tzinfo=UTC)
-DELTA_T_A: Final = 32.184
-DELTET_K: Final = 1.657e-3
-DELTET_EB: Final = 1.671e-2
-DELTET_M: Final = (6.239996, 1.99096871e-7)
-#: (TAI - UTC in seconds, UTC date it starts) — the published leap-second table.
-LEAP_SECONDS: Final = (
-    (10, date(1972, 1, 1)), (11, date(1972, 7, 1)), (12, date(1973, 1, 1)), (13, date(1974, 1, 1)),
-    (14, date(1975, 1, 1)), (15, date(1976, 1, 1)), (16, date(1977, 1, 1)), (17, date(1978, 1, 1)),
-    (18, date(1979, 1, 1)), (19, date(1980, 1, 1)), (20, date(1981, 7, 1)), (21, date(1982, 7, 1)),
-    (22, date(1983, 7, 1)), (23, date(1985, 7, 1)), (24, date(1988, 1, 1)), (25, date(1990, 1, 1)),
-    (26, date(1991, 1, 1)), (27, date(1992, 7, 1)), (28, date(1993, 7, 1)), (29, date(1994, 7, 1)),
-    (30, date(1996, 1, 1)), (31, date(1997, 7, 1)), (32, date(1999, 1, 1)), (33, date(2006, 1, 1)),
-    (34, date(2009, 1, 1)), (35, date(2012, 7, 1)), (36, date(2015, 7, 1)), (37, date(2017, 1, 1)),
-)
-_LEAP_UTC_S = np.array([(datetime(d.year, d.month, d.day, tzinfo=UTC) - J2000_UTC).total_seconds()
-                        for _, d in LEAP_SECONDS])
-_LEAP_DTA = np.array([float(n) for n, _ in LEAP_SECONDS])
-
-
-def utc_seconds(times: datetime | Sequence[datetime]) -> np.ndarray:
-    """UTC seconds past J2000 (2000-01-01T12:00Z) counting 86400 s per day, as SPICE's ``UTC`` epochs."""
-    seq = [times] if isinstance(times, datetime) else list(times)
-    if any(t.tzinfo is None for t in seq):
-        raise ValueError("times must be timezone-aware (UTC)")
-    return np.array([(t - J2000_UTC).total_seconds() for t in seq], dtype=float)
+# --------------------------------------------------------------------------- time
 
 
 def utc_to_et(times: datetime | Sequence[datetime]) -> np.ndarray:
-    """TDB seconds past J2000 for UTC ``times`` — SPICE's ``deltet(.., "UTC")`` algorithm in numpy."""
-    utc = utc_seconds(times)
-    idx = np.searchsorted(_LEAP_UTC_S, utc, side="right") - 1
-    dta = np.where(idx >= 0, _LEAP_DTA[np.clip(idx, 0, None)], 9.0)
-    aet = utc + dta + DELTA_T_A
-    m = DELTET_M[0] + DELTET_M[1] * aet
-    return utc + dta + DELTA_T_A + DELTET_K * np.sin(m + DELTET_EB * np.sin(m))
+    """TDB seconds past J2000 of UTC ``times`` (as ``str2et`` with the LSK :func:`write_lsk` writes),
+    without touching the kernel pool."""
+    seq = [times] if isinstance(times, datetime) else list(times)
+    if any(t.tzinfo is None for t in seq):
+        raise ValueError("times must be timezone-aware (UTC)")
+    return spice.utc_to_et(seq, pool=False)
 
 
 def et_to_utc(et: float) -> datetime:
     """UTC datetime (microseconds) of TDB seconds past J2000 — the inverse of :func:`utc_to_et`."""
-    utc = float(et) - 69.184
-    for _ in range(3):
-        t = J2000_UTC + timedelta(seconds=utc)
-        utc += float(et - utc_to_et(t)[0])
-    return J2000_UTC + timedelta(microseconds=round(utc * 1e6))
+    return spice.et_to_datetime(et, pool=False)
 
 
 # --------------------------------------------------------------------------- text kernels
@@ -106,7 +75,7 @@ def write_lsk(path: str | Path) -> Path:
     """Write a NAIF leap-second kernel with the published table (as in ``naif0012.tls``)."""
     months = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
     rows = "\n".join(f"                           {n:2d}, @{d.year}-{months[d.month - 1]}-{d.day}"
-                     for n, d in LEAP_SECONDS)
+                     for n, d in spice.LEAP_SECONDS)
     text = f"""KPL/LSK
 
 EMM SDC synthetic leap-second kernel: the NAIF LSK constants and the leap-second
@@ -114,7 +83,7 @@ table up to 2017-01-01 (TAI - UTC = 37 s), as published in naif0012.tls.
 
 \\begindata
 
-DELTET/DELTA_T_A       =   {DELTA_T_A!r}
+DELTET/DELTA_T_A       =   {spice.DELTET_DELTA_T_A!r}
 DELTET/K               =    1.657D-3
 DELTET/EB              =    1.671D-2
 DELTET/M               = (  6.239996D0   1.99096871D-7 )
@@ -215,7 +184,8 @@ HOPE_SMA_KM: Final = float((MARS_GM / HOPE_MEAN_MOTION**2) ** (1 / 3))
 HOPE_PERIAPSIS_KM: Final = MARS_RADII_KM[0] + HOPE_PERIAPSIS_ALT_KM
 HOPE_ECCENTRICITY: Final = 1 - HOPE_PERIAPSIS_KM / HOPE_SMA_KM
 HOPE_APOAPSIS_ALT_KM: Final = HOPE_SMA_KM * (1 + HOPE_ECCENTRICITY) - MARS_RADII_KM[0]
-#: TDB of orbit 0000's periapsis; orbit n's periapsis is n periods later (= synthetic.orbit_start(n)).
+#: TDB of orbit 0000's periapsis; orbit n's periapsis is n periods (of TDB) later, which is
+#: synthetic.orbit_start(n) to within 3 ms (the periodic part of TDB - UTC).
 HOPE_PERIAPSIS_ET: Final = float(utc_to_et(ORBIT_EPOCH)[0])
 
 
@@ -375,8 +345,24 @@ def write_hope_spk(path: str | Path, start: datetime, end: datetime, *, step_s: 
     return p
 
 
-def _quaternions(matrices: np.ndarray) -> np.ndarray:
-    return np.array([spiceypy.m2q(m) for m in matrices])
+def quaternions(m: np.ndarray) -> np.ndarray:
+    """SPICE-style quaternions (scalar first, as ``m2q``) of rotation matrices (n, 3, 3), Shepperd's method."""
+    tr = np.trace(m, axis1=1, axis2=2)
+    d = m[:, [0, 1, 2], [0, 1, 2]]
+    case = np.argmax(np.column_stack([tr, d]), axis=1)
+    a = (m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1])  # antisymmetric parts
+    b = (m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1])  # symmetric parts
+    q = np.empty((len(m), 4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = 2 * np.sqrt(np.maximum(1 + np.column_stack([tr, 2 * d[:, 0] - tr, 2 * d[:, 1] - tr, 2 * d[:, 2] - tr]),
+                                   0.0))
+        rows = [np.column_stack([s[:, 0] / 4, a[0] / s[:, 0], a[1] / s[:, 0], a[2] / s[:, 0]]),
+                np.column_stack([a[0] / s[:, 1], s[:, 1] / 4, b[0] / s[:, 1], b[1] / s[:, 1]]),
+                np.column_stack([a[1] / s[:, 2], b[0] / s[:, 2], s[:, 2] / 4, b[2] / s[:, 2]]),
+                np.column_stack([a[2] / s[:, 3], b[1] / s[:, 3], b[2] / s[:, 3], s[:, 3] / 4])]
+    for k in range(4):
+        q[case == k] = rows[k][case == k]
+    return q * np.where(q[:, :1] < 0, -1.0, 1.0)
 
 
 def write_hope_ck(path: str | Path, start: datetime, end: datetime, *, step_s: float = 600.0) -> Path:
@@ -396,7 +382,7 @@ def write_hope_ck(path: str | Path, start: datetime, end: datetime, *, step_s: f
     try:
         _comments(handle, ["EMM SDC synthetic Hope attitude: nadir pointing, frame -62000 wrt J2000."])
         spiceypy.ckw03(handle, float(ticks[0]), float(ticks[-1]), HOPE_CK_FRAME, "J2000", False,
-                       "EMM HOPE NADIR", len(ticks), ticks, _quaternions(cmat), np.zeros((len(ticks), 3)),
+                       "EMM HOPE NADIR", len(ticks), ticks, quaternions(cmat), np.zeros((len(ticks), 3)),
                        1, np.array([ticks[0]]))
     finally:
         spiceypy.ckcls(handle)
@@ -438,10 +424,10 @@ def kernel_delivery(out_dir: str | Path, *, start: datetime, end: datetime, spk_
                     step_s: float = 600.0, shift_km: Sequence[float] = (0.0, 0.0, 0.0)) -> list[Delivered]:
     """Write a MOC-style kernel delivery flat into ``out_dir``, each file with an md5sum sidecar.
 
-    Hope kernels (``spk``, and ``ck`` if asked) cover [start, end], are class ``spk_class`` and
-    version ``version``; their names' dates are the first and last UTC day of the coverage read
-    back from the written file. ``generic`` adds the LSK, PCK, SCLK and planetary SPK, always
-    ``v01`` (their content does not depend on the arguments). Records are
+    Hope kernels (``spk``, and ``ck`` if asked) cover [start, end], are both class ``spk_class`` and
+    version ``version``, sampled every ``step_s``; their names' dates are the first and last UTC
+    day of the coverage read back from the written file. ``generic`` adds the LSK, PCK, SCLK and
+    planetary SPK, always ``v01`` (their content does not depend on the arguments). Records are
     :class:`emm_sdc.synthetic.Delivered` with ``instrument="spice"`` and ``level`` = kernel type.
     """
     if spk_class not in kernels.CLASS_ORDER:
@@ -468,3 +454,21 @@ def kernel_delivery(out_dir: str | Path, *, start: datetime, end: datetime, spk_
         name = kernels.KernelName(ktype, spk_class, version, kernels.TIME_BOUND[ktype], first, last).file_name
         delivered.append(_deliver(tmp.replace(out / name), ktype))
     return delivered
+
+
+def install_kernels(delivered: Sequence[Delivered], kernel_dir: str | Path, *, version: int = 1) -> Path:
+    """Copy delivered kernels into a kernel directory as the SDC keeps it (``<type>/<file>``) and write a
+    meta-kernel for them with :func:`emm_sdc.core.kernels.meta_kernel_text` at ``mk/emm_meta_v<NNNN>.tm``;
+    returns its path."""
+    root = Path(kernel_dir)
+    names = []
+    for d in delivered:
+        name = kernels.parse_kernel_name(d.file_name)
+        dest = root / name.relative_path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(d.path, dest)
+        names.append(name)
+    mk = root / "mk" / kernels.meta_kernel_name(version)
+    mk.parent.mkdir(parents=True, exist_ok=True)
+    mk.write_text(kernels.meta_kernel_text(version, names, str(root)))
+    return mk

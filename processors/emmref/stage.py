@@ -61,7 +61,7 @@ def _stage_kernels(s3: Any, mk_uri: str, root: Path) -> Path:
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(bucket, f"{spice_prefix}/{rel}", str(dest))
-    text = re.sub(r"PATH_VALUES\s*=\s*\(\s*'[^']*'\s*\)", f"PATH_VALUES  = ( '{root}' )", text, count=1)
+    text = re.sub(r"PATH_VALUES\s*=\s*\([^)]*\)", lambda _m: f"PATH_VALUES  = ( '{root}' )", text, count=1)
     local = root / Path(key).name
     local.write_text(text)
     return local

@@ -56,9 +56,9 @@ RETURNING id;
 
 -- name: insert_delivery
 INSERT INTO deliveries (
-    instrument_id, inbox_key, md5checksum, file_size, outcome, file_id, quarantine_id, dag_id, dag_run_id
+    instrument_id, inbox_key, md5checksum, file_size, outcome, file_id, kernel_id, quarantine_id, dag_id, dag_run_id
 ) VALUES (
-    %(instrument_id)s, %(inbox_key)s, %(md5checksum)s, %(file_size)s, %(outcome)s, %(file_id)s,
+    %(instrument_id)s, %(inbox_key)s, %(md5checksum)s, %(file_size)s, %(outcome)s, %(file_id)s, %(kernel_id)s,
     %(quarantine_id)s, %(dag_id)s, %(dag_run_id)s
 )
 RETURNING id;

@@ -214,7 +214,8 @@ class Catalog:
             run(cur, "insert_delivery", {
                 "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
                 "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": outcome,
-                "file_id": file_id, "quarantine_id": None, "dag_id": dag_id, "dag_run_id": dag_run_id,
+                "file_id": file_id, "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
+                "dag_run_id": dag_run_id,
             })
             return file_id
 
@@ -225,7 +226,8 @@ class Catalog:
         self.query("insert_delivery", {
             "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
             "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": "duplicate",
-            "file_id": file_id, "quarantine_id": None, "dag_id": dag_id, "dag_run_id": dag_run_id,
+            "file_id": file_id, "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
+                "dag_run_id": dag_run_id,
         })
 
     def quarantine(
@@ -251,7 +253,7 @@ class Catalog:
             })[0]["id"]
             run(cur, "insert_delivery", {
                 "instrument_id": instrument, "inbox_key": original_key, "md5checksum": md5,
-                "file_size": size, "outcome": "quarantined", "file_id": None, "quarantine_id": qid,
+                "file_size": size, "outcome": "quarantined", "file_id": None, "kernel_id": None, "quarantine_id": qid,
                 "dag_id": dag_id, "dag_run_id": dag_run_id,
             })
             return qid

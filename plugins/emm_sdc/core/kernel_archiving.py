@@ -60,10 +60,19 @@ def store_in_kernel_dir(src: Path, kernel_dir: Path, relative: str) -> Path:
     return dest
 
 
-def index_kernel(cat: Catalog, record: dict[str, Any], coverage: dict[int, list[Any]]) -> int:
-    """Index a kernel with its coverage and supersede older versions of its series, atomically."""
+def delivery_row(outcome: str, kernel_id: int, inbox_key: str, md5: str, size: int,
+                 ctx: Any) -> dict[str, Any]:
+    return {"instrument_id": "spice", "inbox_key": inbox_key, "md5checksum": md5, "file_size": size,
+            "outcome": outcome, "file_id": None, "kernel_id": kernel_id, "quarantine_id": None,
+            "dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id}
+
+
+def index_kernel(cat: Catalog, record: dict[str, Any], coverage: dict[int, list[Any]],
+                 delivery: dict[str, Any]) -> int:
+    """Index a kernel with its coverage and delivery, superseding older versions of its series, atomically."""
     with transaction(cat.conn) as cur:
         kernel_id = run(cur, "insert_kernel", record)[0]["id"]
+        run(cur, "insert_delivery", {**delivery, "kernel_id": kernel_id})
         for body, intervals in coverage.items():
             for iv in intervals:
                 run(cur, "insert_kernel_coverage", {"kernel_id": kernel_id, "body_or_frame": body,
@@ -124,7 +133,8 @@ class KernelArchiver(InboxHandler):
             "file_size": digest.size, "bucket": self.archive_bucket, "s3_key": name.archive_key,
             "series": "/".join(name.series), "kind": info.kind, "dag_run_id": self.ctx.dag_run_id,
         }
-        index_kernel(self.catalog, record, info.coverage)
+        index_kernel(self.catalog, record, info.coverage,
+                     delivery_row("archived", 0, item.key, digest.md5, digest.size, self.ctx))
         self._clear_inbox(item)
         log.info("archived kernel %s (%s, coverage %s .. %s)", file_name, info.kind, start, end)
         return Outcome(item.key, "archived", file_name, name.kernel_type, name.archive_key, md5=digest.md5,
@@ -161,6 +171,8 @@ class KernelArchiver(InboxHandler):
                                        md5=digest.md5, size=digest.size)
         if not (self.kernel_dir / name.relative_path).exists():
             store_in_kernel_dir(local, self.kernel_dir, name.relative_path)
+        self.catalog.query("insert_delivery", delivery_row("duplicate", existing["id"], item.key, digest.md5,
+                                                           digest.size, self.ctx))
         self._clear_inbox(item)
         log.info("duplicate delivery of kernel %s (same MD5): nothing to do", file_name)
         return Outcome(item.key, "duplicate", file_name, name.kernel_type, existing["s3_key"], md5=digest.md5,

@@ -169,20 +169,31 @@ def meta_kernel_text(version: int, kernels: Iterable[KernelName], root: str, *, 
     if note:
         lines.append(note)
     lines += ["Later entries win where coverage overlaps: p < r < f, then newer versions.", "", "\\begindata", "",
-              f"   PATH_VALUES  = ( '{root}' )", "   PATH_SYMBOLS = ( 'KERNELS' )", "", "   KERNELS_TO_LOAD = ("]
+              f"   {path_values(root)}", "   PATH_SYMBOLS = ( 'KERNELS' )", "", "   KERNELS_TO_LOAD = ("]
     lines += [f"      '$KERNELS/{k.relative_path}'" for k in load_order(kernels)]
     lines += ["   )", "", "\\begintext", ""]
     return "\n".join(lines)
 
 
-_PATH_VALUES = re.compile(r"PATH_VALUES\s*=\s*\(\s*'[^']*'\s*\)")
+_PATH_VALUES = re.compile(r"PATH_VALUES\s*=\s*\([^)]*\)")
+#: SPICE keeps 80 characters of a kernel-pool string; longer values continue with a trailing '+'.
+_SPICE_STRING = 78
+
+
+def path_values(root: str) -> str:
+    """``PATH_VALUES = ( ... )`` for ``root``, split into continued strings when it is long."""
+    if len(root) > 250:
+        raise ValueError(f"kernel directory path is too long for SPICE (255 characters with file names): {root}")
+    chunks = [root[i : i + _SPICE_STRING] for i in range(0, len(root), _SPICE_STRING)] or [""]
+    quoted = [f"'{c}+'" for c in chunks[:-1]] + [f"'{chunks[-1]}'"]
+    return "PATH_VALUES  = ( " + "\n                    ".join(quoted) + " )"
 
 
 def rebase_meta_kernel(text: str, root: str) -> str:
     """The same meta-kernel with its kernel directory moved to ``root`` (a container mount, a scratch dir)."""
     if not _PATH_VALUES.search(text):
         raise ValueError("not an SDC meta-kernel: no PATH_VALUES assignment")
-    return _PATH_VALUES.sub(f"PATH_VALUES  = ( '{root}' )", text, count=1)
+    return _PATH_VALUES.sub(lambda _m: path_values(root), text, count=1)
 
 
 def meta_kernel_entries(text: str) -> list[str]:
