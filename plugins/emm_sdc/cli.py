@@ -57,34 +57,65 @@ def cmd_dagtest(args: argparse.Namespace) -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     from emm_sdc.factory import instrument_dags
+    from emm_sdc.pipeline.spice import build_spice_refresh_dag
     from emm_sdc.pipeline.staging import build_promote_dag
 
-    dags = {"emm_image_promote": build_promote_dag()}
+    dags = {"emm_image_promote": build_promote_dag(), "emm_spice_refresh": build_spice_refresh_dag()}
     for inst in INSTRUMENTS:
         dags.update(instrument_dags(inst))
     ok = True
     for spec in args.dag_ids:
-        dag_id, _, conf_text = spec.partition("=")
-        conf = json.loads(conf_text) if conf_text else None
-        log_path = log_dir / f"{dag_id}-{time.strftime('%H%M%S')}.log"
+        if spec == "@triggered":  # resolved when reached: the runs queued by the DAGs run before it
+            todo = _queued_reprocessing()
+            if not todo:
+                progress.write("      (no processing run was queued by the SPICE refresh)\n")
+        else:
+            dag_id, _, conf_text = spec.partition("=")
+            todo = [(dag_id, json.loads(conf_text) if conf_text else None, "")]
+        for dag_id, conf, why in todo:
+            if why:
+                progress.write(f"      {dag_id} queued by the SPICE refresh, its note: {why[:150]}...\n")
+            ok &= _dag_test(dags[dag_id], conf, log_dir, progress)
+    return 0 if ok else 1
+
+
+def _dag_test(dag: Any, conf: dict[str, Any] | None, log_dir: Path, progress: Any) -> bool:
+    """``dag.test()`` one DAG with its output in a log file; one progress line."""
+    log_path = log_dir / f"{dag.dag_id}-{time.strftime('%H%M%S')}.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with log_path.open("w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        t0 = time.monotonic()
+        try:
+            state = str(dag.test(run_conf=conf).state)
+        except Exception as exc:  # reported, and the demo fails
+            logging.getLogger(__name__).exception("dag.test of %s raised", dag.dag_id)
+            state = f"error: {exc}"
         sys.stdout.flush()
         sys.stderr.flush()
-        with log_path.open("w") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            t0 = time.monotonic()
-            try:
-                state = str(dags[dag_id].test(run_conf=conf).state)
-            except Exception as exc:  # reported, and the demo fails
-                logging.getLogger(__name__).exception("dag.test of %s raised", dag_id)
-                state = f"error: {exc}"
-            sys.stdout.flush()
-            sys.stderr.flush()
-        good = state.endswith("success")
-        ok &= good
-        progress.write(f"      dag.test {dag_id:18} {'success' if good else state.upper()} "
-                       f"({time.monotonic() - t0:.0f} s)  log: {log_path}\n")
-    return 0 if ok else 1
+    good = state.endswith("success")
+    progress.write(f"      dag.test {dag.dag_id:18} {'success' if good else state.upper()} "
+                   f"({time.monotonic() - t0:.0f} s)  log: {log_path}\n")
+    return good
+
+
+def _queued_reprocessing() -> list[tuple[str, dict[str, Any] | None, str]]:
+    """The processing runs the SPICE refresh queued (TriggerDagRunOperator), oldest first.
+
+    With no scheduler in the demo, their conf is run with ``dag.test`` (a new run); the queued
+    run itself stays queued, as a scheduler-less Airflow would leave it.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.run_id.like("spice_refresh__%"),
+                                            DagRun.state == DagRunState.QUEUED).all()
+        return [(dr.dag_id, dict(dr.conf or {}), dr.note or str((dr.conf or {}).get("reason", "")))
+                for dr in sorted(runs, key=lambda r: r.run_id)]
 
 
 class Services:
@@ -145,6 +176,20 @@ def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomali
     return {"valid": files, "anomalies": bad}
 
 
+def _deliver_kernels(client: Any, out: Path, first_orbit: int, end_orbit: int, kernel_class: str, *,
+                     generic: bool) -> list[Any]:
+    """Write a synthetic MOC kernel delivery (Hope SPK over [first_orbit, end_orbit)) and upload it."""
+    from emm_sdc import synthetic, synthetic_spice
+    from emm_sdc.core.settings import get_settings
+    from emm_sdc.moc import deliver
+
+    files = synthetic_spice.kernel_delivery(out, start=synthetic.orbit_start(first_orbit),
+                                            end=synthetic.orbit_start(end_orbit), spk_class=kernel_class,
+                                            generic=generic)
+    deliver(client, "emm-sdc-inbox", get_settings().spice_inbox_prefix, files)
+    return files
+
+
 def _summary(svc: Services, received: int) -> str:
     from emm_sdc.core.catalog import Catalog
 
@@ -154,7 +199,7 @@ def _summary(svc: Services, received: int) -> str:
     for r in cat.query("delivery_outcomes"):
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + r["files"]
     inbox = svc.client.list_objects_v2(Bucket="emm-sdc-inbox").get("KeyCount", 0)
-    lines.append(f"Files delivered by the MOC (data files, without sidecars): {received}")
+    lines.append(f"Files delivered by the MOC (data files and kernels, without sidecars): {received}")
     lines.append(f"  archived+indexed: {outcomes.get('archived', 0)}   duplicates (no-op): "
                  f"{outcomes.get('duplicate', 0)}   quarantined: {outcomes.get('quarantined', 0)}   "
                  f"still in inbox (waiting for a sidecar): {inbox}")
@@ -179,6 +224,24 @@ def _summary(svc: Services, received: int) -> str:
         root = "/".join(k.split("/")[:2])
         by_root[root] = by_root.get(root, 0) + 1
     lines.append("Archive bucket s3://emm-sdc-archive: " + ", ".join(f"{k}/ {v}" for k, v in sorted(by_root.items())))
+    lines.append("SPICE kernels (active) and meta-kernels:")
+    for k in cat.query("active_kernels"):
+        span = (f"  {k['coverage_start']:%Y-%m-%dT%H:%M} .. {k['coverage_end']:%Y-%m-%dT%H:%M}"
+                if k["coverage_start"] else "")
+        lines.append(f"  {k['file_name']:36} {k['kind']:5} class {k['kernel_class'] or '-'}{span}")
+    lines.append("  " + ", ".join(f"{m['file_name']} ({len(m['kernels'])} kernels)"
+                                  for m in cat.query("meta_kernels")))
+    lines.append("Latest products by kernel class (p predicted, r reconstructed, n none) and revision:")
+    lines.append(f"  {'inst':5} {'level':6} {'class':5} {'rev':>3} {'files':>6}")
+    for r in cat.query("latest_by_kernel_class"):
+        lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['pred_rec']:5} {r['revision']:>3} "
+                     f"{r['files']:>6}")
+    for g in cat.query("sample_geometry"):
+        lines.append(f"Geometry of {g['file_name']}:")
+        lines.append(f"  Ls {g['mars_ls']:.3f} deg, local solar time {g['spacecraft_lst']:.3f} h, "
+                     f"sub-spacecraft {g['spacecraft_lat']:.3f} N {g['spacecraft_lon']:.3f} E, "
+                     f"altitude {g['spacecraft_alt']:,.1f} km, subsolar {g['subsolar_lat']:.3f} N "
+                     f"{g['subsolar_lon']:.3f} E")
     sample = cat.query("sample_lineage")
     if sample:
         lines.append("Lineage example:")
@@ -249,21 +312,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"[2/6] airflow db migrate: {'ok' if done else 'FAILED'} ({secs:.0f} s)")
         if not done:
             return 1
-        _say("[3/6] MOC delivers orbits 0011-0012 for EXI, EMUS, EMIRS (+ corrupt, truncated, misnamed, "
+        _say("[3/6] MOC delivers SPICE kernels (LSK, Mars PCK, SCLK, planetary SPK, a predicted Hope SPK for "
+             "orbits 0010-0013) and orbits 0011-0012 for EXI, EMUS, EMIRS (+ corrupt, truncated, misnamed, "
              "zero-byte, sidecar-less files)")
+        kernels = _deliver_kernels(svc.client, state / "moc" / "kernels-1", 10, 14, "p", generic=True)
         first = _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
-        received = len(first["valid"]) + len(first["anomalies"])
+        received = len(first["valid"]) + len(first["anomalies"]) + len(kernels)
 
         ingest = [f"emm_{inst}_ingest" for inst in INSTRUMENTS]
         process = [f"emm_{inst}_process" for inst in INSTRUMENTS]
-        _say("[4/6] Ingest, then processing, per instrument (real Airflow runs through dag.test())")
-        ok = _run_dags(ingest, svc.env, state / "logs")
+        _say("[4/6] SPICE refresh, ingest, then processing, per instrument (real Airflow runs through dag.test())")
+        ok = _run_dags(["emm_spice_refresh", *ingest], svc.env, state / "logs")
         ok &= _first_images(svc, state)
         ok &= _run_dags(process, svc.env, state / "logs")
-        _say("[5/6] Second delivery: orbit 0013, an identical re-delivery (duplicate) and a same-name "
-             "file with different content (conflict)")
+        _say("[5/6] Second delivery: a reconstructed Hope SPK for orbit 0011, orbit 0013, an identical "
+             "re-delivery (duplicate) and a same-name file with different content (conflict)")
         from emm_sdc import synthetic
 
+        better = _deliver_kernels(svc.client, state / "moc" / "kernels-2", 11, 12, "r", generic=False)
         again = _deliver_synthetic(svc.client, state / "moc" / "delivery-2", (13,), anomalies=False)
         from emm_sdc.moc import deliver
 
@@ -272,8 +338,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         conflict = synthetic.conflicting(state / "moc" / "conflict", source)
         deliver(svc.client, "emm-sdc-inbox", "inbox/exi/", [dup])
         deliver(svc.client, "emm-sdc-inbox", "inbox/emr/", [conflict])
-        received += len(again["valid"]) + 2
-        ok &= _run_dags(ingest + process, svc.env, state / "logs")
+        received += len(again["valid"]) + len(better) + 2
+        ok &= _run_dags(["emm_spice_refresh", *ingest, *process, "@triggered"], svc.env, state / "logs")
         _say("[6/6] Summary")
         _say(_summary(svc, received))
         _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")

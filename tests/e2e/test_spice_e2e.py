@@ -99,23 +99,35 @@ def test_products_carry_kernel_class_meta_kernel_and_geometry(world: Any, predic
     assert {r["meta_kernel"] for r in runs} == {"emm_meta_v0001.tm"}
 
 
-def test_reconstructed_kernel_reprocesses_exactly_the_newly_covered_products(world: Any,
-                                                                           predicted: dict[str, Any]) -> None:
-    cat = world["cat"]
-    before = {p["file_name"]: p for p in emr_products(cat)}
-    orbit11 = {n for n, p in before.items() if p["orbit_number"] == 11 and p["data_level"] in SPICE_LEVELS}
+@pytest.fixture(scope="module")
+def reconstructed(world: Any, predicted: dict[str, Any]) -> dict[str, Any]:
+    """A reconstructed SPK over orbit 11 is refreshed, and the processing run it queued is run."""
+    before = {p["file_name"]: p for p in emr_products(world["cat"])}
     deliver_kernels(world, world["tmp"] / "k2", start=synthetic.orbit_start(11), end=synthetic.orbit_start(12),
                     spk_class="r", generic=False)
-    assert run_dag("emm_spice_refresh") == "success"
-    [(_run_id, conf, note)] = triggered("emm_emr_process")
+    refresh = run_dag("emm_spice_refresh")
+    queued = triggered("emm_emr_process")
+    others = triggered("emm_exi_process") + triggered("emm_emu_process")
+    # what the scheduler runs for the queued run
+    process = run_dag("emm_emr_process", queued[0][1]) if len(queued) == 1 else "not run"
+    after = {p["file_name"]: p for p in emr_products(world["cat"])}
+    return {"before": before, "after": after, "queued": queued, "others": others,
+            "states": [refresh, process]}
+
+
+def test_reconstructed_kernel_reprocesses_exactly_the_newly_covered_products(world: Any,
+                                                                           reconstructed: dict[str, Any]) -> None:
+    cat = world["cat"]
+    before, after = reconstructed["before"], reconstructed["after"]
+    orbit11 = {n for n, p in before.items() if p["orbit_number"] == 11 and p["data_level"] in SPICE_LEVELS}
+    assert reconstructed["states"] == ["success", "success"]
+    [(_run_id, conf, note)] = reconstructed["queued"]
     assert conf["reprocess"] is True and conf["levels"] == list(SPICE_LEVELS)
     assert sorted(conf["files"]) == sorted(r["file_name"] for r in cat.query("science_l0_by_orbit", {
         "instrument_id": "emr", "orbits": [11]}))
     assert "emm_spk_r_" in conf["reason"] and note == conf["reason"][:1000]
-    assert triggered("emm_exi_process") == [] and triggered("emm_emu_process") == []
+    assert reconstructed["others"] == []  # only EMIRS has data here
 
-    assert run_dag("emm_emr_process", conf) == "success"  # what the scheduler runs for the queued run
-    after = {p["file_name"]: p for p in emr_products(cat)}
     new = set(after) - set(before)
     assert {(after[n]["orbit_number"], after[n]["pred_rec"], after[n]["revision"]) for n in new} == {(11, "r", 1)}
     assert {before[n]["file_root"] for n in orbit11} == {after[n]["file_root"] for n in new}
@@ -129,10 +141,9 @@ def test_reconstructed_kernel_reprocesses_exactly_the_newly_covered_products(wor
 
 
 def test_identical_redelivery_triggers_nothing_and_growth_only_its_new_part(world: Any,
-                                                                           predicted: dict[str, Any]) -> None:
+                                                                           reconstructed: dict[str, Any]) -> None:
     cat = world["cat"]
-    if not triggered("emm_emr_process"):
-        pytest.skip("needs the reconstructed-kernel test first")
+    assert len(triggered("emm_emr_process")) == 1
     k2 = world["tmp"] / "k2"
     again = [synthetic.Delivered(p.name, p, p.with_name(p.name + ".md5"), "", 0, "spice", "spk")
              for p in sorted(k2.glob("emm_spk_r_*.bsp"))]

@@ -321,3 +321,20 @@ ORDER BY c.start_time;
 
 -- name: set_run_meta_kernel
 UPDATE processing_runs SET meta_kernel_id = %(meta_kernel_id)s WHERE id = %(run_id)s;
+
+-- name: latest_by_kernel_class
+SELECT instrument_id, data_level, pred_rec, revision, count(*) AS files
+FROM science_files_latest
+WHERE data_level NOT IN ('l0', 'hk')
+GROUP BY instrument_id, data_level, pred_rec, revision
+ORDER BY instrument_id, data_level, pred_rec, revision;
+
+-- name: sample_geometry
+SELECT file_name, mars_ls, spacecraft_lst, spacecraft_lat, spacecraft_lon, spacecraft_alt, subsolar_lat, subsolar_lon
+FROM science_files_latest
+WHERE mars_ls IS NOT NULL
+ORDER BY pred_rec = 'r' DESC, timetag, file_name
+LIMIT 1;
+
+-- name: meta_kernels
+SELECT version, file_name, kernels, dag_run_id, created_at FROM meta_kernels ORDER BY version;
