@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import structlog
+
 from emm_sdc import synthetic
 from emm_sdc.core.jobs import JobInput, JobSpec
 from emm_sdc.core.settings import project_root
@@ -44,12 +46,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     args, _ = ap.parse_known_args()
-    logging.getLogger("airflow").setLevel(logging.WARNING)  # the processor's lines would flood the output
     if not os.environ.get("DOCKER_HOST"):
         os.environ["DOCKER_HOST"] = subprocess.run([str(project_root() / "scripts/container-engine")],
                                                    capture_output=True, text=True, check=True).stdout.strip()
     from emm_sdc.runners.docker import SdcDockerOperator
     from emm_sdc.runners.local import run_local
+
+    # Airflow logs through structlog: keep the processors' lines out of the benchmark's output.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("emm_sdc").setLevel(logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -25,6 +25,7 @@ from typing import Any
 from emm_sdc.core.settings import project_root
 
 INSTRUMENTS = ("exi", "emu", "emr")
+STANDALONE_SPK_END = 40  # the standalone's predicted SPK covers orbits 10..39
 
 
 def _say(msg: str) -> None:
@@ -177,7 +178,7 @@ def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomali
 
 
 def _deliver_kernels(client: Any, out: Path, first_orbit: int, end_orbit: int, kernel_class: str, *,
-                     generic: bool) -> list[Any]:
+                     generic: bool, version: int = 1) -> list[Any]:
     """Write a synthetic MOC kernel delivery (Hope SPK over [first_orbit, end_orbit)) and upload it."""
     from emm_sdc import synthetic, synthetic_spice
     from emm_sdc.core.settings import get_settings
@@ -185,7 +186,7 @@ def _deliver_kernels(client: Any, out: Path, first_orbit: int, end_orbit: int, k
 
     files = synthetic_spice.kernel_delivery(out, start=synthetic.orbit_start(first_orbit),
                                             end=synthetic.orbit_start(end_orbit), spk_class=kernel_class,
-                                            generic=generic)
+                                            version=version, generic=generic)
     deliver(client, "emm-sdc-inbox", get_settings().spice_inbox_prefix, files)
     return files
 
@@ -356,12 +357,16 @@ def cmd_standalone(args: argparse.Namespace) -> int:
         env = {**svc.env, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                "AIRFLOW__API__PORT": str(args.port),
                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{args.port}/execution/"}
+        _deliver_kernels(svc.client, state / "moc" / "kernels-1", 10, STANDALONE_SPK_END, "p", generic=True)
         _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
         _say(f"S3 (moto) at {svc.s3.endpoint}; catalog PostgreSQL socket {svc.pg.socket_dir}")
-        _say("Delivered orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. The ingest DAGs pick them up "
-             "on their schedule; processing follows on the L0 Asset events.")
+        _say(f"Delivered SPICE kernels (predicted Hope SPK for orbits 0010-{STANDALONE_SPK_END - 1:04d}) to "
+             "s3://emm-sdc-inbox/inbox/spice/ and orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. "
+             "emm_spice_refresh and the ingest DAGs pick them up on their schedule; processing follows on "
+             "the L0 Asset events.")
         _say(f"Airflow UI: http://localhost:{args.port}  (user 'admin'; password printed by Airflow below)")
-        _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14")
+        _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14;  a reconstructed SPK "
+             f"(reprocesses orbit 11's products): ./sdc deliver --state-dir {args.state_dir} --orbits 11 --spk r")
         return subprocess.run([sys.executable, "-m", "airflow", "standalone"], env=env, check=False).returncode
     except KeyboardInterrupt:
         return 0
@@ -377,6 +382,11 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     client = boto3.client("s3", endpoint_url=info["s3_endpoint"], region_name="us-east-1",
                           aws_access_key_id="embedded", aws_secret_access_key="embedded")  # noqa: S106
     out = Path(args.state_dir) / "moc" / f"delivery-{int(time.time())}"
+    if args.spk:
+        files = _deliver_kernels(client, out, min(args.orbits), max(args.orbits) + 1, args.spk, generic=False,
+                                 version=args.version)
+        _say(f"delivered {', '.join(f.file_name for f in files)} (class {args.spk}) for orbits {args.orbits}")
+        return 0
     sent = _deliver_synthetic(client, out, tuple(args.orbits), anomalies=False)
     _say(f"delivered {len(sent['valid'])} files for orbits {args.orbits}")
     return 0
@@ -437,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("deliver", help="deliver synthetic orbits to a running standalone")
     p.add_argument("--state-dir", default=f"{default_state}/standalone")
     p.add_argument("--orbits", type=int, nargs="+", required=True)
+    p.add_argument("--spk", choices=("p", "r", "f"), default=None,
+                   help="deliver a Hope SPK of this class over the orbits instead of science data")
+    p.add_argument("--version", type=int, default=1, help="the SPK's version (with --spk)")
     p.set_defaults(func=cmd_deliver)
     p = sub.add_parser("dagtest", help=argparse.SUPPRESS)
     p.add_argument("--log-dir", required=True)
