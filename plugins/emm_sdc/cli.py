@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -367,9 +369,21 @@ def cmd_standalone(args: argparse.Namespace) -> int:
         _say(f"Airflow UI: http://localhost:{args.port}  (user 'admin'; password printed by Airflow below)")
         _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14;  a reconstructed SPK "
              f"(reprocesses orbit 11's products): ./sdc deliver --state-dir {args.state_dir} --orbits 11 --spk r")
-        return subprocess.run([sys.executable, "-m", "airflow", "standalone"], env=env, check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+        # Airflow runs in its own process group so that one signal stops every component (scheduler,
+        # workers, API server) before the services they use, on Ctrl-C as on `kill <pid>`.
+        child = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
+
+        def stop(*_: Any) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            stop()
+            child.wait(timeout=120)
+            return 0
     finally:
         svc.close()
 
