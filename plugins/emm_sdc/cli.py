@@ -110,15 +110,10 @@ def _queued_reprocessing() -> list[tuple[str, dict[str, Any] | None, str]]:
     With no scheduler in the demo, their conf is run with ``dag.test`` (a new run); the queued
     run itself stays queued, as a scheduler-less Airflow would leave it.
     """
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
+    from emm_sdc.pipeline.spice import reprocessing_runs
 
-    with create_session() as session:
-        runs = session.query(DagRun).filter(DagRun.run_id.like("spice_refresh__%"),
-                                            DagRun.state == DagRunState.QUEUED).all()
-        return [(dr.dag_id, dict(dr.conf or {}), dr.note or str((dr.conf or {}).get("reason", "")))
-                for dr in sorted(runs, key=lambda r: r.run_id)]
+    return [(r["dag_id"], r["conf"], r["note"] or str(r["conf"].get("reason", "")))
+            for r in reprocessing_runs(queued_only=True)]
 
 
 class Services:

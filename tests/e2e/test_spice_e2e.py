@@ -43,12 +43,9 @@ def deliver_kernels(world: Any, out: Path, **kw: Any) -> list[Any]:
 
 def triggered(dag_id: str) -> list[Any]:
     """Runs the refresh queued for a processing DAG (what the scheduler would start)."""
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
+    from emm_sdc.pipeline.spice import reprocessing_runs
 
-    with create_session() as session:
-        runs = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id.like("spice_refresh__%")).all()
-        return [(r.run_id, dict(r.conf or {}), r.note) for r in sorted(runs, key=lambda r: r.run_id)]
+    return [(r["run_id"], r["conf"], r["note"]) for r in reprocessing_runs(dag_id)]
 
 
 def emr_products(cat: Catalog) -> list[dict[str, Any]]:

@@ -39,6 +39,24 @@ log = logging.getLogger(__name__)
 META_KERNEL_ASSET = Asset(name="emm_spice_meta_kernel", uri="emm://archive/spice/meta-kernel", group="emm-data")
 SIDECAR_GRACE_MINUTES = 60
 INSTRUMENTS = ("exi", "emu", "emr")
+#: Run ids of the processing runs a refresh queues start with this.
+REPROCESSING_RUN_PREFIX = "spice_refresh__"
+
+
+def reprocessing_runs(dag_id: str | None = None, *, queued_only: bool = False) -> list[dict[str, Any]]:
+    """Processing runs queued by SPICE refreshes (dag_id, run_id, conf, note), oldest run id first."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        query = session.query(DagRun).filter(DagRun.run_id.like(f"{REPROCESSING_RUN_PREFIX}%"))
+        if dag_id is not None:
+            query = query.filter(DagRun.dag_id == dag_id)
+        if queued_only:
+            query = query.filter(DagRun.state == DagRunState.QUEUED)
+        return [{"dag_id": r.dag_id, "run_id": r.run_id, "conf": dict(r.conf or {}), "note": r.note}
+                for r in sorted(query.all(), key=lambda r: r.run_id)]
 
 
 def _is_hope(key: str) -> bool:
@@ -127,7 +145,7 @@ def build_spice_refresh_dag() -> DAG:
                          p["reason"])
             return [{
                 "trigger_dag_id": f"emm_{p['instrument']}_process",
-                "trigger_run_id": f"spice_refresh__{ctx['run_id']}__{p['instrument']}",
+                "trigger_run_id": f"{REPROCESSING_RUN_PREFIX}{ctx['run_id']}__{p['instrument']}",
                 "conf": {"files": p["files"], "levels": p["levels"], "reprocess": True, "reason": p["reason"]},
                 "note": p["reason"][:1000],
             } for p in plans]
