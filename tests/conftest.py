@@ -31,8 +31,10 @@ os.environ.update({
     "EMM_PROJECT_ROOT": str(ROOT),
     "AWS_DEFAULT_REGION": "us-east-1",
 })
-#: Set by CI: a missing container engine fails the container tests instead of skipping them.
+#: Set by ./sdc test (scripts/run-tests): a missing container engine fails the container tests
+#: instead of skipping them. EMM_SKIP_CONTAINERS=1 (the opt-out) skips them even when an engine is there.
 REQUIRE_CONTAINERS = os.environ.get("EMM_REQUIRE_CONTAINERS") == "1"
+SKIP_CONTAINERS = os.environ.get("EMM_SKIP_CONTAINERS") == "1"
 for _var in [v for v in os.environ if v.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "EMM_"))]:
     if _var != "EMM_PROJECT_ROOT":
         del os.environ[_var]
@@ -122,14 +124,17 @@ REFERENCE_IMAGES = ("localhost/emm-exi-ref:1.0.0", "localhost/emm-emu-ref:1.0.0"
 def container_engine() -> str:
     """DOCKER_HOST of a Docker-API engine holding the reference images.
 
-    Without one the container tests are skipped with the reason, or fail when
-    ``EMM_REQUIRE_CONTAINERS=1`` (CI). ``./sdc test`` starts podman and builds
-    the images when podman is installed.
+    ``./sdc test`` installs podman when it can, starts it, builds the images and
+    sets ``EMM_REQUIRE_CONTAINERS=1``: then a missing engine fails these tests.
+    Run otherwise (plain pytest), they are skipped with the reason; with
+    ``EMM_SKIP_CONTAINERS=1`` (the opt-out) they are always skipped.
     """
+    if SKIP_CONTAINERS:
+        pytest.skip("container tests opted out (EMM_SKIP_CONTAINERS=1)")
     host = os.environ.get("DOCKER_HOST", "")
     reason = ""
     if not host:
-        reason = "no Docker-API engine: DOCKER_HOST is not set (./sdc test starts podman when it is installed)"
+        reason = "no Docker-API engine: DOCKER_HOST is not set (./sdc test installs and starts podman)"
     else:
         try:
             import docker
