@@ -42,6 +42,24 @@ def test_tags_owners_and_retries(bag: DagBag) -> None:
     assert ingest.get_task("wait_for_delivery").deferrable is True
 
 
+def test_failures_are_reported_once_per_run(bag: DagBag) -> None:
+    """A DAG-level failure callback everywhere (ITF + operators, or operators only); none per task."""
+    from emm_sdc.core.config import load_instrument
+    from emm_sdc.core.site_config import operators
+    from emm_sdc.notify import DagFailureNotifier
+
+    ops = operators()
+    assert ops.emails == ["sdc-ops@example.org"]  # include/sdc.yaml
+    for dag in bag.dags.values():
+        callback = dag.on_failure_callback
+        assert isinstance(callback, DagFailureNotifier), f"{dag.dag_id} has no DAG-level failure callback"
+        inst = dag.dag_id.split("_")[1]
+        itf = [load_instrument(inst).notifications] if inst in ("exi", "emu", "emr") else []
+        assert callback.contacts == [*itf, ops], dag.dag_id
+        for t in dag.tasks:
+            assert not t.on_failure_callback, f"{dag.dag_id}.{t.task_id} has a per-task failure callback"
+
+
 def test_processing_chain_follows_the_yaml(bag: DagBag) -> None:
     cfg = yaml.safe_load((ROOT / "include/itf_configs/exi.yaml").read_text())
     dag = bag.dags["emm_exi_process"]

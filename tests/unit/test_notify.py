@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from emm_sdc.core.config import Notifications
-from emm_sdc.notify import SdcNotifier, failure_notifier
+from emm_sdc.notify import (
+    MAX_LISTED,
+    DagFailureNotifier,
+    SdcNotifier,
+    TaskState,
+    _from_state_key,
+    failure_message,
+    operators_notifier,
+)
+from emm_sdc.pipeline.common import WATCHER_TASK_ID, dag_callbacks
 
 
 def test_logs_subject_and_body_without_connections(caplog: pytest.LogCaptureFixture) -> None:
@@ -17,23 +27,90 @@ def test_logs_subject_and_body_without_connections(caplog: pytest.LogCaptureFixt
     assert "3 files quarantined" in caplog.text and "- a: empty" in caplog.text
 
 
-def test_smtp_is_used_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def smtp_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """What the smtp provider's notifier was asked to send (the provider class itself is replaced)."""
     sent: list[tuple] = []
 
     class FakeSmtp:
         def __init__(self, **kw: object) -> None:
-            sent.append(("smtp", kw["to"], kw["smtp_conn_id"], kw["subject"]))
+            self.kw = kw
 
         def notify(self, context: object) -> None:
-            sent.append(("sent",))
+            sent.append((self.kw["smtp_conn_id"], self.kw["to"], self.kw["subject"]))
 
     monkeypatch.setattr("airflow.providers.smtp.notifications.smtp.SmtpNotifier", FakeSmtp)
+    return sent
+
+
+def test_smtp_is_used_when_configured(smtp_sent: list[tuple]) -> None:
     cfg = Notifications(emails=["itf@example.org"], smtp_conn_id="itf_smtp")
     SdcNotifier.from_config(cfg, "subject", "body").notify({})
-    assert sent == [("smtp", ["itf@example.org"], "itf_smtp", "subject"), ("sent",)]
+    assert smtp_sent == [("itf_smtp", ["itf@example.org"], "subject")]
 
 
-def test_failure_notifier_is_templated() -> None:
-    n = failure_notifier(Notifications(), "processing")
-    assert "{{ dag.dag_id }}" in n.subject and "{{ exception }}" in n.body
-    assert n.template_fields == ("subject", "body")
+def test_one_mail_per_smtp_connection_for_several_contacts(smtp_sent: list[tuple]) -> None:
+    itf = Notifications(emails=["itf@example.org", "pi@example.org"], smtp_conn_id="smtp")
+    ops = Notifications(emails=["ops@example.org", "pi@example.org"], smtp_conn_id="smtp")
+    other = Notifications(emails=["night@example.org"], smtp_conn_id="other_smtp")
+    unsent = Notifications(emails=["log-only@example.org"])
+    n = SdcNotifier.from_config([itf, ops, other, unsent], "subject", "body")
+    assert n.emails == ["itf@example.org", "pi@example.org", "ops@example.org", "night@example.org",
+                        "log-only@example.org"]
+    n.notify({})
+    assert smtp_sent == [("smtp", ["itf@example.org", "pi@example.org", "ops@example.org"], "subject"),
+                         ("other_smtp", ["night@example.org"], "subject")]
+
+
+def test_failure_message_lists_every_failed_instance_once() -> None:
+    tasks = [TaskState("handle_file", 0, "success", "a.bin"), TaskState("handle_file", 1, "failed", "b.bin"),
+             TaskState("handle_file", 2, "failed", "2"), TaskState("report", -1, "success"),
+             TaskState("announce_l0", -1, "upstream_failed"), TaskState(WATCHER_TASK_ID, -1, "failed")]
+    subject, body = failure_message("ingest", "emm_exi_ingest", "manual__1", "task_failure", tasks,
+                                    run_url="http://ui/dags/emm_exi_ingest/runs/manual__1", ignore=[WATCHER_TASK_ID])
+    assert subject == "[EMM SDC] ingest failed: emm_exi_ingest run manual__1"
+    assert body.splitlines() == [
+        "DAG emm_exi_ingest, run manual__1 failed (task_failure).",
+        "2 failed task instance(s):",
+        "  - handle_file[1] b.bin",
+        "  - handle_file[2]",
+        "1 task instance(s) did not run because of them (upstream_failed).",
+        "Run: http://ui/dags/emm_exi_ingest/runs/manual__1",
+    ]
+    # the watcher is listed when it is all that failed; long lists are cut
+    _, body = failure_message("x", "d", "r", None, [TaskState(WATCHER_TASK_ID, -1, "failed")], ignore=[WATCHER_TASK_ID])
+    assert f"  - {WATCHER_TASK_ID}" in body
+    many = [TaskState("t", i, "failed") for i in range(MAX_LISTED + 5)]
+    _, body = failure_message("x", "d", "r", None, many)
+    assert f"{MAX_LISTED + 5} failed task instance(s)" in body and "... and 5 more" in body
+    _, body = failure_message("x", "d", "r", None, None)
+    assert "could not be listed" in body
+    _, body = failure_message("x", "d", "r", "timed_out", [TaskState("t", -1, "running")])
+    assert body.splitlines() == ["DAG d, run r failed (timed_out).", "No task instance failed."]
+
+
+def test_task_state_keys_of_the_supervisor_channel() -> None:
+    ids = {"handle_file", "unit.l1.run", "step_2"}
+    assert _from_state_key(ids, "handle_file_12", "failed") == TaskState("handle_file", 12, "failed")
+    assert _from_state_key(ids, "unit.l1.run_0", "failed") == TaskState("unit.l1.run", 0, "failed")
+    assert _from_state_key(ids, "step_2", "failed") == TaskState("step_2", -1, "failed")
+    assert _from_state_key(ids, "report", "success") == TaskState("report", -1, "success")
+
+
+def test_operator_contacts_come_from_the_site_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "sdc.yaml"
+    site.write_text("operators:\n  emails: [night-ops@example.org]\n  smtp_conn_id: ops_smtp\n"
+                    "  slack_conn_id: ops_slack\n  slack_channel: '#emm-ops'\n")
+    monkeypatch.setenv("EMM_SITE_CONFIG", str(site))
+    ops = Notifications(emails=["night-ops@example.org"], smtp_conn_id="ops_smtp", slack_conn_id="ops_slack",
+                        slack_channel="#emm-ops")
+    n = operators_notifier("2 SPICE kernel(s) quarantined", "- k.bsp: coverage-mismatch")
+    assert n.contacts == [ops] and n.emails == ["night-ops@example.org"]
+    assert (n.subject, n.body) == ("2 SPICE kernel(s) quarantined", "- k.bsp: coverage-mismatch")
+
+    itf = Notifications(emails=["exi-itf@example.org"])
+    callback = dag_callbacks(itf, "processing")["on_failure_callback"]
+    assert isinstance(callback, DagFailureNotifier)
+    assert callback.contacts == [itf, ops] and callback.what == "processing"
+    assert callback.ignore == (WATCHER_TASK_ID,)
+    assert dag_callbacks(None, "SPICE refresh")["on_failure_callback"].contacts == [ops]

@@ -43,11 +43,14 @@ class ConfigError(Exception):
     with the file name.
     """
 
+    #: What kind of file this is, as the message names it.
+    kind = "ITF config"
+
     def __init__(self, path: Path | str, problems: list[tuple[str, str]]):
         self.path = Path(path)
         self.problems = problems
         lines = "\n".join(f"  - {fld}: {msg}" for fld, msg in problems)
-        super().__init__(f"invalid ITF config {self.path}: {len(problems)} problem(s)\n{lines}")
+        super().__init__(f"invalid {self.kind} {self.path}: {len(problems)} problem(s)\n{lines}")
 
 
 class _Strict(BaseModel):
@@ -278,7 +281,8 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<top level>"
 
 
-def _problems_from(err: ValidationError) -> list[tuple[str, str]]:
+def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
+    """``(field path, message)`` pairs of a pydantic error, worded for the people who edit the YAML."""
     out: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):
         msg = e["msg"].removeprefix("Value error, ")
@@ -296,23 +300,29 @@ def _problems_from(err: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def load_config(path: Path | str) -> ItfConfig:
-    """Read and validate one ITF YAML file; raise :class:`ConfigError` listing every problem."""
-    path = Path(path)
+def read_mapping(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """``yaml.safe_load`` one settings file; raise ``error`` when it is unreadable, not YAML or not a mapping."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(path, [("<file>", f"cannot be read: {exc.strerror or exc}")]) from exc
+        raise error(path, [("<file>", f"cannot be read: {exc.strerror or exc}")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        raise ConfigError(path, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
+        raise error(path, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
     if not isinstance(raw, dict):
-        raise ConfigError(path, [("<top level>", "must be a mapping of settings")])
+        raise error(path, [("<top level>", "must be a mapping of settings")])
+    return raw
+
+
+def load_config(path: Path | str) -> ItfConfig:
+    """Read and validate one ITF YAML file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    raw = read_mapping(path)
     try:
         cfg = ItfConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, _problems_from(exc)) from None
+        raise ConfigError(path, validation_problems(exc)) from None
     expected = CONFIG_FILES[cfg.instrument]
     if path.name != expected:
         raise ConfigError(path, [("instrument", f"{cfg.instrument!r} belongs in {expected}, not {path.name}")])

@@ -1,4 +1,4 @@
-"""Pieces every SDC DAG shares: default arguments, the failure watcher, run identity."""
+"""Pieces every SDC DAG shares: default arguments, failure callbacks, the failure watcher, run identity."""
 
 from __future__ import annotations
 
@@ -9,22 +9,40 @@ from airflow.sdk import Asset, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc.core.archiving import RunContext
-from emm_sdc.core.config import ItfConfig
+from emm_sdc.core.config import ItfConfig, Notifications
 from emm_sdc.core.settings import get_settings
-from emm_sdc.notify import failure_notifier
+from emm_sdc.core.site_config import operators
+from emm_sdc.notify import dag_failure_notifier
 
 #: DAGs are not meant to catch up from this date; schedules start from "now".
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+#: Task id of the leaf watcher (:func:`fail_if_any_failed`).
+WATCHER_TASK_ID = "fail_if_any_failed"
 
 
 def default_args(cfg: ItfConfig, what: str) -> dict[str, Any]:
-    """Owner, retries and failure notification from the ITF's YAML."""
+    """Owner and retries from the ITF's YAML.
+
+    No per-task failure callback: failures are reported once per run (:func:`dag_callbacks`);
+    ``what`` is no longer used here.
+    """
     return {
         "owner": cfg.owner,
         "retries": cfg.airflow.retries,
         "retry_delay": timedelta(minutes=cfg.airflow.retry_delay_minutes),
-        "on_failure_callback": failure_notifier(cfg.notifications, what),
     }
+
+
+def dag_callbacks(itf: Notifications | None, what: str) -> dict[str, Any]:
+    """Keyword arguments for ``@dag(...)``: one message per failed run.
+
+    It goes to the ITF's contacts (``itf``, for instrument DAGs) and to the
+    operators of the site config (``include/sdc.yaml``); platform DAGs pass
+    ``None`` and tell the operators only. ``what`` names the DAG's job in the
+    subject ("processing", "SPICE refresh", ...).
+    """
+    contacts = [itf, operators()] if itf is not None else [operators()]
+    return {"on_failure_callback": dag_failure_notifier(contacts, what, ignore=[WATCHER_TASK_ID])}
 
 
 def run_context() -> RunContext:
@@ -32,7 +50,7 @@ def run_context() -> RunContext:
     return RunContext(dag_id=ctx["dag"].dag_id, dag_run_id=ctx["run_id"])
 
 
-@task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+@task(task_id=WATCHER_TASK_ID, trigger_rule=TriggerRule.ONE_FAILED, retries=0)
 def fail_if_any_failed() -> None:
     """Leaf watcher: makes the DAG run fail when any upstream task failed.
 

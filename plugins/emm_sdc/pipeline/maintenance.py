@@ -8,7 +8,7 @@ from airflow.sdk import DAG, dag, task
 
 from emm_sdc import connections
 from emm_sdc.core import catalog
-from emm_sdc.pipeline.common import START_DATE
+from emm_sdc.pipeline.common import START_DATE, dag_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ def build_migrate_dag() -> DAG:
         start_date=START_DATE,
         catchup=False,
         default_args={"owner": "sdc-ops", "retries": 1},
+        **dag_callbacks(None, "catalog migration"),
         tags=["emm", "maintenance"],
         doc_md=__doc__,
     )

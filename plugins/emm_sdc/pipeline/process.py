@@ -37,7 +37,7 @@ from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, s
 from emm_sdc.core.refresh import sync_kernel_dir
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
-from emm_sdc.pipeline.common import START_DATE, announce_task, default_args, fail_if_any_failed
+from emm_sdc.pipeline.common import START_DATE, announce_task, dag_callbacks, default_args, fail_if_any_failed
 from emm_sdc.runners import run_task
 from emm_sdc.runners.batch import fetch_outputs, stage_inputs
 from emm_sdc.runs import archive_log, fail_run
@@ -295,6 +295,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
         max_active_runs=cfg.airflow.max_active_runs,
         max_active_tasks=cfg.airflow.max_active_tasks,
         default_args=default_args(cfg, "processing"),
+        **dag_callbacks(cfg.notifications, "processing"),
         tags=["emm", inst, "processing"],
         doc_md=__doc__,
         params={

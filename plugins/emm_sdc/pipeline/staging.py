@@ -38,7 +38,7 @@ from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, s
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
 from emm_sdc.notify import SdcNotifier
-from emm_sdc.pipeline.common import START_DATE, default_args, fail_if_any_failed
+from emm_sdc.pipeline.common import START_DATE, dag_callbacks, default_args, fail_if_any_failed
 from emm_sdc.pipeline.process import open_job
 from emm_sdc.runners import run_task
 from emm_sdc.runners.batch import fetch_outputs
@@ -171,6 +171,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         default_args={**default_args(cfg, "staging check"), "retries": 0},
+        **dag_callbacks(cfg.notifications, "staging check"),
         tags=["emm", inst, "staging"],
         doc_md=__doc__,
         params={
@@ -286,6 +287,7 @@ def build_promote_dag() -> DAG:
         start_date=START_DATE,
         catchup=False,
         default_args={"owner": "sdc-ops", "retries": 0},
+        **dag_callbacks(None, "image promotion"),
         tags=["emm", "staging"],
         doc_md=__doc__,
         params={
