@@ -22,6 +22,9 @@ PREFIX = "inbox/exi/"
 
 @pytest.fixture
 def env(buckets: dict[str, str], catalog_conn: Any, s3_client: Any, tmp_path: Path) -> dict[str, Any]:
+    # Versioned, as the README recommends: an identical re-delivery is then a new delivery even within the
+    # same second (tests/faults covers unversioned inboxes).
+    s3_client.put_bucket_versioning(Bucket=buckets["inbox"], VersioningConfiguration={"Status": "Enabled"})
     files = synthetic.generate(tmp_path / "moc", orbits=(11,), instruments=("exi",))
     archiver = Archiver(Storage(s3_client), Catalog(catalog_conn), load_instrument("exi"),
                         inbox_bucket=buckets["inbox"], archive_bucket=buckets["archive"],

@@ -62,8 +62,20 @@ def test_latest_view_picks_the_highest_absolute_version(catalog_conn: Any) -> No
     assert latest["file_name"].endswith("v01-02.bin") and latest["absolute_version"] == 102
 
 
-def test_same_name_other_checksum_is_refused(catalog_conn: Any) -> None:
+def test_same_name_other_checksum_is_never_indexed_twice(catalog_conn: Any) -> None:
+    cat = Catalog(catalog_conn)
+    assert cat.archive_delivery(_record(L0), inbox_key=L0, dag_id="d", dag_run_id="r")[0] == "archived"
+    outcome, row = cat.archive_delivery(_record(L0, "1" * 32), inbox_key=L0, dag_id="d", dag_run_id="r")
+    assert outcome == "exists" and row["md5checksum"] != "1" * 32
+    assert len(cat.query("delivery_outcomes")) == 1
+
+
+def test_one_identity_per_name_whatever_the_separator_case(catalog_conn: Any) -> None:
+    """The unique index, not only the code, refuses a second spelling of an indexed name."""
     cat = Catalog(catalog_conn)
     cat.archive_delivery(_record(L0), inbox_key=L0, dag_id="d", dag_run_id="r")
-    with pytest.raises(CatalogError, match="already indexed with md5"):
-        cat.archive_delivery(_record(L0, "1" * 32), inbox_key=L0, dag_id="d", dag_run_id="r")
+    other = L0.replace("T", "t")
+    record = {**_record(L0), "file_name": other, "s3_key": "emm/elsewhere/" + other}
+    with pytest.raises(Exception, match="science_files_identity"), catalog.transaction(catalog_conn) as cur:
+        catalog.run(cur, "insert_file", record)
+    assert cat.file_by_identity(other)["file_name"] == L0

@@ -21,19 +21,36 @@ def test_pairs_files_with_sidecars_and_waits_for_the_rest() -> None:
              now=NOW, grace=timedelta(minutes=60))
     assert [(i.key, i.sidecar_key) for i in p.ready] == [(P + "a.bin", P + "a.bin.md5")]
     assert p.overdue == []
-    assert p.waiting == [P + "b.bin", P + "c.bin.md5"]
+    assert list(p.waiting) == [P + "b.bin", P + "c.bin.md5"]
+    assert "sidecar" in p.waiting[P + "b.bin"] and "without its data file" in p.waiting[P + "c.bin.md5"]
 
 
 def test_after_grace_missing_and_orphan_checksums_are_overdue() -> None:
     p = plan([obj("b.bin", 61), obj("c.bin.md5", 61), obj("d.bin", 59)], P, now=NOW, grace=timedelta(minutes=60))
     assert {(i.key, i.problem) for i in p.overdue} == {
         (P + "b.bin", "missing-checksum"), (P + "c.bin.md5", "orphan-checksum")}
-    assert p.waiting == [P + "d.bin"]
+    assert list(p.waiting) == [P + "d.bin"]
 
 
 def test_subfolders_are_strays() -> None:
     p = plan([obj("x/y.bin")], P, now=NOW, grace=timedelta(minutes=60))
     assert p.overdue[0].problem == "unexpected-location"
+
+
+def test_keys_ending_in_a_slash_are_quarantined_not_skipped() -> None:
+    """A file uploaded "as a folder" is accounted for; only the prefix's own marker is left out."""
+    p = plan([obj(""), obj("emm_exi_l0_x.bin/"), obj("sub/"), obj("sub/a.bin")], P, now=NOW,
+             grace=timedelta(minutes=60))
+    assert {(i.key, i.problem) for i in p.overdue} == {
+        (P + "emm_exi_l0_x.bin/", "folder-key"), (P + "sub/", "folder-key"), (P + "sub/a.bin", "unexpected-location")}
+    assert p.waiting == {} and p.ready == []
+
+
+def test_batch_limit_names_what_waits() -> None:
+    objs = [o for n in "abc" for o in (obj(f"{n}.bin"), obj(f"{n}.bin.md5"))]
+    work, waiting = plan(objs, P, now=NOW, grace=timedelta(minutes=60)).batch(2)
+    assert [i.key for i in work] == [P + "a.bin", P + "b.bin"]
+    assert set(waiting) == {P + "c.bin", P + "c.bin.md5"} and "batch limit" in waiting[P + "c.bin"]
 
 
 def test_sensor_check_fires_only_for_actionable_work() -> None:

@@ -21,6 +21,10 @@ INSERT INTO schema_migrations (version, name, checksum) VALUES (%(version)s, %(n
 -- name: file_by_name
 SELECT * FROM science_files WHERE file_name = %(file_name)s;
 
+-- name: file_by_identity
+-- The file a name denotes, whatever the case of its time separator (see migration 0005).
+SELECT * FROM science_files WHERE lower(file_name) = lower(%(file_name)s);
+
 -- name: files_by_names
 SELECT * FROM science_files WHERE file_name = ANY(%(file_names)s) ORDER BY file_name;
 
@@ -39,6 +43,23 @@ INSERT INTO science_files (
 )
 RETURNING id;
 
+-- name: insert_file_if_new
+-- Nothing (no row returned) when the name, its identity or its key is already indexed.
+INSERT INTO science_files (
+    file_name, directory_path, file_size, instrument_id, data_level, timetag, descriptor, mode,
+    orbit_number, pred_rec, version, revision, file_root, absolute_version, md5checksum,
+    product_type, bucket, s3_key, processing_run_id, meta_kernel_id,
+    mars_ls, spacecraft_lst, subsolar_lat, subsolar_lon, spacecraft_lat, spacecraft_lon, spacecraft_alt
+) VALUES (
+    %(file_name)s, %(directory_path)s, %(file_size)s, %(instrument_id)s, %(data_level)s, %(timetag)s,
+    %(descriptor)s, %(mode)s, %(orbit_number)s, %(pred_rec)s, %(version)s, %(revision)s, %(file_root)s,
+    %(absolute_version)s, %(md5checksum)s, %(product_type)s, %(bucket)s, %(s3_key)s, %(processing_run_id)s,
+    %(meta_kernel_id)s, %(mars_ls)s, %(spacecraft_lst)s, %(subsolar_lat)s, %(subsolar_lon)s, %(spacecraft_lat)s,
+    %(spacecraft_lon)s, %(spacecraft_alt)s
+)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
 -- name: insert_lineage
 INSERT INTO lineage (product_id, input_id) VALUES (%(product_id)s, %(input_id)s)
 ON CONFLICT DO NOTHING;
@@ -46,22 +67,31 @@ ON CONFLICT DO NOTHING;
 -- name: insert_quarantine
 INSERT INTO quarantine (
     instrument_id, original_key, quarantine_key, reason_code, reason, details, md5checksum, file_size,
-    dag_id, dag_run_id
+    dag_id, dag_run_id, delivery_id
 ) VALUES (
     %(instrument_id)s, %(original_key)s, %(quarantine_key)s, %(reason_code)s, %(reason)s,
-    %(details)s::jsonb, %(md5checksum)s, %(file_size)s, %(dag_id)s, %(dag_run_id)s
+    %(details)s::jsonb, %(md5checksum)s, %(file_size)s, %(dag_id)s, %(dag_run_id)s, %(delivery_id)s
 )
-ON CONFLICT (quarantine_key) DO UPDATE SET reason = EXCLUDED.reason
+-- A retried quarantine of the same delivery keeps its first row (the no-op update returns its id).
+ON CONFLICT (quarantine_key) DO UPDATE SET quarantine_key = quarantine.quarantine_key
 RETURNING id;
 
 -- name: insert_delivery
+-- One row per delivery: a retry or a concurrent run handling the same delivery adds nothing.
 INSERT INTO deliveries (
-    instrument_id, inbox_key, md5checksum, file_size, outcome, file_id, kernel_id, quarantine_id, dag_id, dag_run_id
+    instrument_id, inbox_key, md5checksum, file_size, outcome, file_id, kernel_id, quarantine_id, dag_id, dag_run_id,
+    delivery_id, inbox_version
 ) VALUES (
     %(instrument_id)s, %(inbox_key)s, %(md5checksum)s, %(file_size)s, %(outcome)s, %(file_id)s, %(kernel_id)s,
-    %(quarantine_id)s, %(dag_id)s, %(dag_run_id)s
+    %(quarantine_id)s, %(dag_id)s, %(dag_run_id)s, %(delivery_id)s, %(inbox_version)s
 )
+ON CONFLICT (delivery_id) WHERE delivery_id IS NOT NULL DO NOTHING
 RETURNING id;
+
+-- name: delivery_by_id
+SELECT d.*, q.quarantine_key, q.reason_code FROM deliveries d
+LEFT JOIN quarantine q ON q.id = d.quarantine_id
+WHERE d.delivery_id = %(delivery_id)s;
 
 -- name: start_run
 INSERT INTO processing_runs (
@@ -258,6 +288,7 @@ INSERT INTO spice_kernels (file_name, kernel_type, kernel_class, version, covera
                            md5checksum, file_size, bucket, s3_key, series, kind, dag_run_id)
 VALUES (%(file_name)s, %(kernel_type)s, %(kernel_class)s, %(version)s, %(coverage_start)s, %(coverage_end)s,
         %(md5checksum)s, %(file_size)s, %(bucket)s, %(s3_key)s, %(series)s, %(kind)s, %(dag_run_id)s)
+ON CONFLICT DO NOTHING  -- already indexed (a retry, or a concurrent run): the caller decides
 RETURNING id;
 
 -- name: insert_kernel_coverage

@@ -192,42 +192,52 @@ class Catalog:
         rows = self.query("files_by_names", {"file_names": list(file_names)})
         return {r["file_name"]: r for r in rows}
 
-    def archive_delivery(
-        self, record: Mapping[str, Any], *, inbox_key: str, dag_id: str | None, dag_run_id: str | None
-    ) -> int:
-        """Index one archived delivery and log it, atomically; return the file id.
+    def file_by_identity(self, file_name: str) -> dict[str, Any] | None:
+        """The indexed file a name denotes, whatever the case of its time separator."""
+        rows = self.query("file_by_identity", {"file_name": file_name})
+        return rows[0] if rows else None
 
-        Re-indexing the same name with the same checksum returns the existing id.
+    def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        """The logged outcome of one delivery, if it was handled."""
+        rows = self.query("delivery_by_id", {"delivery_id": delivery_id})
+        return rows[0] if rows else None
+
+    def archive_delivery(
+        self, record: Mapping[str, Any], *, inbox_key: str, delivery_id: str | None = None,
+        inbox_version: str | None = None, dag_id: str | None, dag_run_id: str | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Index one archived delivery and log it, atomically.
+
+        Returns ``("archived", row)``, or ``("exists", row)`` without logging when
+        the name (or its identity) is already indexed, by an earlier attempt or a
+        concurrent run: the caller decides between duplicate and conflict.
         """
         with transaction(self.conn) as cur:
-            existing = run(cur, "file_by_name", {"file_name": record["file_name"]})
-            if existing:
-                if existing[0]["md5checksum"] != record["md5checksum"]:
-                    raise CatalogError(
-                        f"{record['file_name']} is already indexed with md5 {existing[0]['md5checksum']}"
-                    )
-                file_id = existing[0]["id"]
-                outcome = "duplicate"
-            else:
-                file_id = run(cur, "insert_file", record)[0]["id"]
-                outcome = "archived"
+            inserted = run(cur, "insert_file_if_new", record)
+            if not inserted:
+                existing = run(cur, "file_by_identity", {"file_name": record["file_name"]})
+                if not existing:
+                    raise CatalogError(f"{record['file_name']}: its archive key {record['s3_key']} is indexed "
+                                       "under another name")
+                return "exists", existing[0]
             run(cur, "insert_delivery", {
                 "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
-                "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": outcome,
-                "file_id": file_id, "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
-                "dag_run_id": dag_run_id,
+                "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": "archived",
+                "file_id": inserted[0]["id"], "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
+                "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version,
             })
-            return file_id
+            return "archived", {**record, "id": inserted[0]["id"]}
 
-    def log_duplicate(
-        self, file_id: int, record: Mapping[str, Any], *, inbox_key: str, dag_id: str | None,
-        dag_run_id: str | None,
+    def log_delivery(
+        self, outcome: str, file_row: Mapping[str, Any], *, inbox_key: str, delivery_id: str | None = None,
+        inbox_version: str | None = None, dag_id: str | None, dag_run_id: str | None,
     ) -> None:
+        """Log a delivery of an indexed file (e.g. a duplicate); once per delivery."""
         self.query("insert_delivery", {
-            "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
-            "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": "duplicate",
-            "file_id": file_id, "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
-                "dag_run_id": dag_run_id,
+            "instrument_id": file_row["instrument_id"], "inbox_key": inbox_key,
+            "md5checksum": file_row["md5checksum"], "file_size": file_row["file_size"], "outcome": outcome,
+            "file_id": file_row["id"], "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
+            "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version,
         })
 
     def quarantine(
@@ -243,18 +253,21 @@ class Catalog:
         size: int | None,
         dag_id: str | None,
         dag_run_id: str | None,
+        delivery_id: str | None = None,
+        inbox_version: str | None = None,
     ) -> int:
-        """Record a quarantined file and its delivery, atomically; return the quarantine id."""
+        """Record a quarantined delivery and log it, atomically; return the quarantine id (once per key)."""
         with transaction(self.conn) as cur:
             qid = run(cur, "insert_quarantine", {
                 "instrument_id": instrument, "original_key": original_key, "quarantine_key": quarantine_key,
                 "reason_code": reason_code, "reason": reason, "details": json.dumps(details, default=str),
                 "md5checksum": md5, "file_size": size, "dag_id": dag_id, "dag_run_id": dag_run_id,
+                "delivery_id": delivery_id,
             })[0]["id"]
             run(cur, "insert_delivery", {
                 "instrument_id": instrument, "inbox_key": original_key, "md5checksum": md5,
                 "file_size": size, "outcome": "quarantined", "file_id": None, "kernel_id": None, "quarantine_id": qid,
-                "dag_id": dag_id, "dag_run_id": dag_run_id,
+                "dag_id": dag_id, "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version,
             })
             return qid
 

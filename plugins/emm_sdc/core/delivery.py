@@ -2,8 +2,11 @@
 
 A data file is *ready* once its sidecar has arrived. A data file still without
 a sidecar after the grace period is *overdue* (quarantined as missing
-checksum), as is a sidecar whose data file never came, and anything in a
-sub-folder of the inbox (the MOC delivers flat). Everything else *waits*.
+checksum), as is a sidecar whose data file never came, anything in a
+sub-folder of the inbox (the MOC delivers flat) and any key ending in ``/``
+(a file uploaded "as a folder"). Everything else *waits*, with the reason.
+Every key under the prefix is accounted for: ready, overdue or waiting; the
+only key left out is the prefix's own folder marker, which holds no data.
 """
 
 from __future__ import annotations
@@ -38,23 +41,36 @@ class DeliveryItem:
 class DeliveryPlan:
     ready: list[DeliveryItem]
     overdue: list[DeliveryItem]
-    waiting: list[str]
+    waiting: dict[str, str]  # key -> why it is not handled in this run
 
     @property
     def actionable(self) -> list[DeliveryItem]:
         return self.ready + self.overdue
 
+    def batch(self, limit: int) -> tuple[list[DeliveryItem], dict[str, str]]:
+        """The first ``limit`` actionable items, and every other key with the reason it waits."""
+        work = self.actionable
+        waiting = dict(self.waiting)
+        for item in work[limit:]:
+            for key in (item.key, item.sidecar_key):
+                if key:
+                    waiting[key] = f"batch limit of {limit} files reached: handled by the next run"
+        return work[:limit], waiting
+
 
 def plan(objects: list[ObjectInfo], prefix: str, *, now: datetime, grace: timedelta) -> DeliveryPlan:
     """Sort an inbox listing into ready, overdue and waiting work."""
-    by_key = {o.key: o for o in objects if not o.key.endswith("/")}
+    by_key = {o.key: o for o in objects if o.key != prefix}
     ready: list[DeliveryItem] = []
     overdue: list[DeliveryItem] = []
-    waiting: list[str] = []
+    waiting: dict[str, str] = {}
     for key, obj in sorted(by_key.items()):
         rel = key[len(prefix):] if key.startswith(prefix) else key
-        if "/" in rel:
+        if "/" in rel.rstrip("/"):
             overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="unexpected-location"))
+            continue
+        if rel.endswith("/"):
+            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="folder-key"))
             continue
         late = now - obj.last_modified >= grace
         if key.endswith(SIDECAR_SUFFIX):
@@ -63,7 +79,7 @@ def plan(objects: list[ObjectInfo], prefix: str, *, now: datetime, grace: timede
             if late:
                 overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="orphan-checksum"))
             else:
-                waiting.append(key)
+                waiting[key] = f"sidecar without its data file; waits up to {grace} for it"
             continue
         sidecar = key + SIDECAR_SUFFIX
         if sidecar in by_key:
@@ -71,7 +87,7 @@ def plan(objects: list[ObjectInfo], prefix: str, *, now: datetime, grace: timede
         elif late:
             overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="missing-checksum"))
         else:
-            waiting.append(key)
+            waiting[key] = f"waits for its .md5 sidecar (grace period {grace})"
     return DeliveryPlan(ready, overdue, waiting)
 
 

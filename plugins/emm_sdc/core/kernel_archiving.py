@@ -7,7 +7,10 @@ with spkcov/ckcov) starts and ends on the UTC days its name gives. It is then
 copied to the archive (``emm/spice/<type>/<file>``) and into the kernel
 directory the runners use, and indexed with its coverage per body/frame; an
 older version of the same series is marked superseded. Identical re-delivery
-is a no-op; same name with other content is a conflict.
+is a no-op; same name with other content is a conflict. The same discipline as
+ingest (core/archiving.py): only the delivered version is read, copied and
+deleted, the archive key is written only if new, rows are unique per kernel
+name and per delivery, so two runs, retries and crashes at any point converge.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from emm_sdc.core import kernels
-from emm_sdc.core.archiving import InboxHandler, Outcome, Reject
+from emm_sdc.core.archiving import Delivery, InboxHandler, Outcome, Reject, Waiting
 from emm_sdc.core.catalog import Catalog, run, transaction
 from emm_sdc.core.checksums import StreamDigest
-from emm_sdc.core.delivery import DeliveryItem
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ EXPECTED_KIND = {"spk": "SPK", "pln": "SPK", "ck": "CK", "lsk": "LSK", "pck": "P
                  "sclk": "SCLK"}
 
 
-class MissingSupportKernels(RuntimeError):
+class MissingSupportKernels(Waiting):
     """Hope kernels cannot be checked before an LSK (and, for CK, an SCLK) is archived."""
 
 
@@ -54,24 +56,33 @@ def store_in_kernel_dir(src: Path, kernel_dir: Path, relative: str) -> Path:
     """Put a kernel into the kernel directory atomically (readers never see half a file)."""
     dest = kernel_dir / relative
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return dest
 
 
-def delivery_row(outcome: str, kernel_id: int, inbox_key: str, md5: str, size: int,
-                 ctx: Any) -> dict[str, Any]:
-    return {"instrument_id": "spice", "inbox_key": inbox_key, "md5checksum": md5, "file_size": size,
+def delivery_row(outcome: str, kernel_id: int, d: Delivery, md5: str, size: int, ctx: Any) -> dict[str, Any]:
+    return {"instrument_id": "spice", "md5checksum": md5, "file_size": size,
             "outcome": outcome, "file_id": None, "kernel_id": kernel_id, "quarantine_id": None,
-            "dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id}
+            "dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id, **d.log_fields()}
 
 
 def index_kernel(cat: Catalog, record: dict[str, Any], coverage: dict[int, list[Any]],
-                 delivery: dict[str, Any]) -> int:
-    """Index a kernel with its coverage and delivery, superseding older versions of its series, atomically."""
+                 delivery: dict[str, Any]) -> int | None:
+    """Index a kernel with its coverage and delivery, superseding older versions of its series, atomically.
+
+    None (and nothing written) when the kernel is already indexed (an earlier attempt or a concurrent run).
+    """
     with transaction(cat.conn) as cur:
-        kernel_id = run(cur, "insert_kernel", record)[0]["id"]
+        inserted = run(cur, "insert_kernel", record)
+        if not inserted:
+            return None
+        kernel_id = inserted[0]["id"]
         run(cur, "insert_delivery", {**delivery, "kernel_id": kernel_id})
         for body, intervals in coverage.items():
             for iv in intervals:
@@ -89,18 +100,19 @@ class KernelArchiver(InboxHandler):
         super().__init__(storage, catalog, "spice", **kwargs)
         self.kernel_dir = kernel_dir
 
-    def _accept(self, item: DeliveryItem, file_name: str) -> Outcome:
+    def _accept(self, d: Delivery) -> Outcome:
         from emm_sdc.core.spice import KernelLoadError, inspect_kernel
 
+        file_name = d.file_name
         try:
             name = kernels.parse_kernel_name(file_name)
         except kernels.InvalidKernelNameError as exc:
             raise Reject("invalid-name", "; ".join(str(p) for p in exc.problems)) from None
-        declared = self._declared_md5(item, file_name)
+        declared = self._declared_md5(d)
         with tempfile.TemporaryDirectory(prefix="emm-kernel-") as tmp:
             local = Path(tmp) / file_name
             with local.open("wb") as fh:
-                digest = self.storage.digest(self.inbox_bucket, item.key, [fh.write])
+                digest, parts = self._read(d, [fh.write])
             if digest.size == 0:
                 raise Reject("empty", f"{file_name} has zero bytes", md5=digest.md5, size=0)
             if digest.md5 != declared:
@@ -109,7 +121,7 @@ class KernelArchiver(InboxHandler):
                              md5=digest.md5, declared_md5=declared, size=digest.size)
             existing = self.catalog.query("kernel_by_name", {"file_name": file_name})
             if existing:
-                return self._duplicate(item, file_name, name, existing[0], digest, local)
+                return self._duplicate(d, name, existing[0], digest, local, parts)
 
             active = self.catalog.query("active_kernels")
             support = (support_kernels(self.kernel_dir, active, need_sclk=name.kernel_type == "ck")
@@ -124,21 +136,23 @@ class KernelArchiver(InboxHandler):
                              f"reads it as {info.arch}/{info.kind}", md5=digest.md5, size=digest.size)
             start, end = self._check_coverage(name, info.coverage, digest)
 
-            self.storage.copy_verified(self.inbox_bucket, item.key, self.archive_bucket, name.archive_key,
-                                       md5=digest.md5, size=digest.size)
+            self._copy_new(d, name.archive_key, md5=digest.md5, parts=parts)
             store_in_kernel_dir(local, self.kernel_dir, name.relative_path)
-        record = {
-            "file_name": file_name, "kernel_type": name.kernel_type, "kernel_class": name.kernel_class,
-            "version": name.version, "coverage_start": start, "coverage_end": end, "md5checksum": digest.md5,
-            "file_size": digest.size, "bucket": self.archive_bucket, "s3_key": name.archive_key,
-            "series": "/".join(name.series), "kind": info.kind, "dag_run_id": self.ctx.dag_run_id,
-        }
-        index_kernel(self.catalog, record, info.coverage,
-                     delivery_row("archived", 0, item.key, digest.md5, digest.size, self.ctx))
-        self._clear_inbox(item)
+            record = {
+                "file_name": file_name, "kernel_type": name.kernel_type, "kernel_class": name.kernel_class,
+                "version": name.version, "coverage_start": start, "coverage_end": end, "md5checksum": digest.md5,
+                "file_size": digest.size, "bucket": self.archive_bucket, "s3_key": name.archive_key,
+                "series": "/".join(name.series), "kind": info.kind, "dag_run_id": self.ctx.dag_run_id,
+            }
+            kernel_id = index_kernel(self.catalog, record, info.coverage,
+                                     delivery_row("archived", 0, d, digest.md5, digest.size, self.ctx))
+            if kernel_id is None:  # indexed meanwhile by a concurrent run: this delivery is its duplicate
+                row = self.catalog.query("kernel_by_name", {"file_name": file_name})[0]
+                return self._duplicate(d, name, row, digest, local, parts)
+        self._clear_inbox(d)
         log.info("archived kernel %s (%s, coverage %s .. %s)", file_name, info.kind, start, end)
-        return Outcome(item.key, "archived", file_name, name.kernel_type, name.archive_key, md5=digest.md5,
-                       size=digest.size)
+        return Outcome(d.item.key, "archived", file_name, name.kernel_type, name.archive_key, md5=digest.md5,
+                       size=digest.size, delivery_id=d.delivery_id)
 
     def _check_coverage(self, name: kernels.KernelName, coverage: dict[int, list[Any]],
                         digest: StreamDigest) -> tuple[datetime | None, datetime | None]:
@@ -161,19 +175,19 @@ class KernelArchiver(InboxHandler):
                          coverage_start=start.isoformat(), coverage_end=end.isoformat())
         return start, end
 
-    def _duplicate(self, item: DeliveryItem, file_name: str, name: kernels.KernelName, existing: dict[str, Any],
-                   digest: StreamDigest, local: Path) -> Outcome:
+    def _duplicate(self, d: Delivery, name: kernels.KernelName, existing: dict[str, Any], digest: StreamDigest,
+                   local: Path, parts: list[str]) -> Outcome:
+        file_name = d.file_name
         if existing["md5checksum"] != digest.md5:
             raise Reject("conflict", f"{file_name} is archived with MD5 {existing['md5checksum']}; this delivery "
                          f"has MD5 {digest.md5}", md5=digest.md5, size=digest.size)
         if self.storage.head(existing["bucket"], existing["s3_key"]) is None:
-            self.storage.copy_verified(self.inbox_bucket, item.key, existing["bucket"], existing["s3_key"],
-                                       md5=digest.md5, size=digest.size)
+            self._copy_new(d, existing["s3_key"], md5=digest.md5, parts=parts)
         if not (self.kernel_dir / name.relative_path).exists():
             store_in_kernel_dir(local, self.kernel_dir, name.relative_path)
-        self.catalog.query("insert_delivery", delivery_row("duplicate", existing["id"], item.key, digest.md5,
+        self.catalog.query("insert_delivery", delivery_row("duplicate", existing["id"], d, digest.md5,
                                                            digest.size, self.ctx))
-        self._clear_inbox(item)
+        self._clear_inbox(d)
         log.info("duplicate delivery of kernel %s (same MD5): nothing to do", file_name)
-        return Outcome(item.key, "duplicate", file_name, name.kernel_type, existing["s3_key"], md5=digest.md5,
-                       size=digest.size)
+        return Outcome(d.item.key, "duplicate", file_name, name.kernel_type, existing["s3_key"], md5=digest.md5,
+                       size=digest.size, delivery_id=d.delivery_id)

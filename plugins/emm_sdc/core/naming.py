@@ -33,6 +33,9 @@ LEVELS: Final[dict[str, tuple[str, ...]]] = {
     "emr": ("l0", "hk", "l1", "l2", "l2ql"),
 }
 RAW_LEVELS: Final = ("l0", "hk")
+#: Time separator each instrument writes, as on real EMM products (EXI "T", EMUS/EMIRS "t"). Both are
+#: accepted; a file's canonical name (its identity in the catalog and the archive) uses this one.
+TIME_SEPARATOR: Final = {"exi": "T", "emu": "t", "emr": "t"}
 KERNEL_CLASSES: Final = ("n", "p", "r", "f")
 #: Quality order of SPICE kernel classes: larger is better.
 KERNEL_QUALITY: Final = {"n": 0, "p": 1, "r": 2, "f": 3}
@@ -94,7 +97,7 @@ class EmmName:
     version: int
     revision: int
     extension: str
-    time_separator: str = field(default="T", compare=False)
+    time_separator: str | None = field(default=None, compare=False)  # None: the instrument's own
 
     @property
     def file_name(self) -> str:
@@ -104,7 +107,8 @@ class EmmName:
     @property
     def file_root(self) -> str:
         """Name without kernel class, version and extension: equal across reprocessings."""
-        stamp = self.start.strftime(f"%Y%m%d{self.time_separator}%H%M%S")
+        sep = self.time_separator or TIME_SEPARATOR[self.instrument]
+        stamp = self.start.strftime(f"%Y%m%d{sep}%H%M%S")
         parts = ["emm", self.instrument, self.level, stamp, f"{self.orbit:04d}"]
         parts += [p for p in (self.mode, self.descriptor) if p]
         return "_".join(parts)
@@ -139,6 +143,18 @@ class EmmName:
             parts.append(self.mode)
         parts += [f"{self.start:%Y}", f"{self.start:%m}", self.file_name]
         return "/".join(parts)
+
+    def canonical(self) -> EmmName:
+        """The same file under its canonical name: the instrument's time separator.
+
+        Names that differ only in the separator's case are one file; the canonical
+        name is its identity for duplicate/conflict detection, the catalog and the archive key.
+        """
+        return replace(self, time_separator=None)
+
+    @property
+    def canonical_name(self) -> str:
+        return self.canonical().file_name
 
     def with_version(self, version: int, revision: int) -> EmmName:
         return replace(self, version=version, revision=revision)
@@ -329,3 +345,14 @@ def safe_basename(key: str, limit: int = 200) -> str:
     base = key.rsplit("/", 1)[-1]
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".") or "unnamed"
     return cleaned[:limit]
+
+
+def task_label(text: str, limit: int = 250) -> str:
+    """A label for the Airflow UI (rendered map index) within Airflow's ``limit`` characters.
+
+    Long labels keep their start and end (where names differ) around an ellipsis.
+    """
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[-(limit - 1 - head):]

@@ -23,7 +23,15 @@ from emm_sdc.core.archiving import Archiver
 from emm_sdc.core.config import ItfConfig
 from emm_sdc.core.settings import get_settings
 from emm_sdc.notify import SdcNotifier
-from emm_sdc.pipeline.common import START_DATE, announce_task, default_args, fail_if_any_failed, run_context
+from emm_sdc.pipeline.common import (
+    START_DATE,
+    announce_task,
+    dag_callbacks,
+    default_args,
+    fail_if_any_failed,
+    run_context,
+)
+from emm_sdc.pipeline.inbox import handle_inbox_item, run_waiting
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
         max_active_runs=1,
         max_active_tasks=cfg.airflow.max_active_tasks,
         default_args=default_args(cfg, "ingest"),
+        **dag_callbacks(cfg.notifications, "ingest"),
         tags=["emm", inst, "ingest"],
         doc_md=__doc__,
     )
@@ -76,24 +85,23 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
             """Pair files with sidecars; return the ready and overdue ones (at most MAX_BATCH)."""
             objects = connections.storage().list(settings.inbox_bucket, prefix)
             plan = delivery.plan(objects, prefix, now=datetime.now(UTC), grace=timedelta(minutes=grace))
-            if plan.waiting:
-                log.info("%d file(s) wait for their sidecar (grace %d min): %s",
-                         len(plan.waiting), grace, plan.waiting[:20])
-            work = plan.actionable[:MAX_BATCH]
-            log.info("%d ready, %d overdue; handling %d now", len(plan.ready), len(plan.overdue), len(work))
+            work, waiting = plan.batch(MAX_BATCH)
+            for key, why in list(waiting.items())[:50]:
+                log.info("waiting: %s: %s", key, why)
+            log.info("%d ready, %d overdue, %d waiting; handling %d now", len(plan.ready), len(plan.overdue),
+                     len(waiting), len(work))
+            get_current_context()["ti"].xcom_push(key="waiting", value=waiting)
             return [item.to_dict() for item in work]
 
         @task(map_index_template="{{ file_name }}")
         def handle_file(item: dict[str, Any]) -> dict[str, Any]:
             """Validate one delivery (name, sidecar, MD5, packets) and archive or quarantine it."""
-            parsed = delivery.DeliveryItem.from_dict(item)
-            get_current_context()["file_name"] = parsed.key.rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
             archiver = Archiver(
                 connections.storage(), connections.catalog(), cfg,
                 inbox_bucket=settings.inbox_bucket, archive_bucket=settings.archive_bucket,
                 ctx=run_context(),
             )
-            return archiver.handle(parsed).to_dict()
+            return handle_inbox_item(archiver, item)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def report() -> dict[str, Any]:
@@ -109,6 +117,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                 {"file": r["inbox_key"], "reason_code": r["reason_code"], "reason": r["reason"]}
                 for r in quarantined
             ]
+            summary["waiting"] = run_waiting(connections.storage(), settings.inbox_bucket, prefix)
             if quarantined:
                 body = "\n".join(f"- {q['file']}: {q['reason_code']}: {q['reason']}" for q in summary["quarantine"])
                 SdcNotifier.from_config(
@@ -116,7 +125,10 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                     subject=f"[EMM SDC] {len(quarantined)} {inst} file(s) quarantined",
                     body=f"Run {ctx.dag_run_id} of {ctx.dag_id} quarantined:\n{body}",
                 ).notify(get_current_context())
-            log.info("ingest summary: %s", summary)
+            for key, why in summary["waiting"].items():
+                log.info("left in the inbox: %s: %s", key, why)
+            log.info("ingest summary: %s", {k: v for k, v in summary.items() if k != "waiting"}
+                     | {"waiting": len(summary["waiting"])})
             return summary
 
         items = plan_batch()

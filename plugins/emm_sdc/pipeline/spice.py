@@ -31,8 +31,9 @@ from emm_sdc.core.config import load_instrument
 from emm_sdc.core.kernel_archiving import KernelArchiver
 from emm_sdc.core.refresh import reprocessing_plan, write_meta_kernel
 from emm_sdc.core.settings import get_settings
-from emm_sdc.notify import SdcNotifier
-from emm_sdc.pipeline.common import START_DATE, fail_if_any_failed, run_context
+from emm_sdc.notify import operators_notifier
+from emm_sdc.pipeline.common import START_DATE, dag_callbacks, fail_if_any_failed, run_context
+from emm_sdc.pipeline.inbox import handle_inbox_item, run_waiting
 from emm_sdc.pipeline.ingest import MAX_BATCH, inbox_has_work
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def build_spice_refresh_dag() -> DAG:
         catchup=False,
         max_active_runs=1,
         default_args={"owner": "sdc-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
+        **dag_callbacks(None, "SPICE refresh"),
         tags=["emm", "spice"],
         doc_md=__doc__,
     )
@@ -90,9 +92,13 @@ def build_spice_refresh_dag() -> DAG:
 
         def plan(hope: bool) -> list[dict[str, Any]]:
             objects = connections.storage().list(settings.inbox_bucket, prefix)
-            work = delivery.plan(objects, prefix, now=datetime.now(UTC),
-                                 grace=timedelta(minutes=SIDECAR_GRACE_MINUTES)).actionable
-            return [i.to_dict() for i in work if _is_hope(i.key) == hope][:MAX_BATCH]
+            found = delivery.plan(objects, prefix, now=datetime.now(UTC),
+                                  grace=timedelta(minutes=SIDECAR_GRACE_MINUTES))
+            mine = delivery.DeliveryPlan([i for i in found.ready if _is_hope(i.key) == hope],
+                                         [i for i in found.overdue if _is_hope(i.key) == hope], found.waiting)
+            work, waiting = mine.batch(MAX_BATCH)
+            get_current_context()["ti"].xcom_push(key="waiting", value=waiting)
+            return [i.to_dict() for i in work]
 
         @task
         def plan_generic() -> list[dict[str, Any]]:
@@ -111,15 +117,11 @@ def build_spice_refresh_dag() -> DAG:
 
         @task(map_index_template="{{ file_name }}")
         def handle_generic(item: dict[str, Any]) -> dict[str, Any]:
-            parsed = delivery.DeliveryItem.from_dict(item)
-            get_current_context()["file_name"] = parsed.key.rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
-            return handler().handle(parsed).to_dict()
+            return handle_inbox_item(handler(), item)
 
         @task(map_index_template="{{ file_name }}", trigger_rule=TriggerRule.NONE_FAILED)
         def handle_hope(item: dict[str, Any]) -> dict[str, Any]:
-            parsed = delivery.DeliveryItem.from_dict(item)
-            get_current_context()["file_name"] = parsed.key.rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
-            return handler().handle(parsed).to_dict()
+            return handle_inbox_item(handler(), item)
 
         @task(outlets=[META_KERNEL_ASSET], trigger_rule=TriggerRule.ALL_DONE)
         def meta_kernel() -> dict[str, Any]:
@@ -154,12 +156,17 @@ def build_spice_refresh_dag() -> DAG:
         def report() -> dict[str, Any]:
             ctx = run_context()
             rows = connections.catalog().query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
+            waiting = run_waiting(connections.storage(), settings.inbox_bucket, prefix,
+                                  ("plan_generic", "plan_hope"), ("handle_generic", "handle_hope"))
+            for key, why in waiting.items():
+                log.info("left in the inbox: %s: %s", key, why)
             quarantined = [r for r in rows if r["outcome"] == "quarantined"]
             if quarantined:
-                SdcNotifier(f"[EMM SDC] {len(quarantined)} SPICE kernel(s) quarantined", "\n".join(
+                operators_notifier(f"[EMM SDC] {len(quarantined)} SPICE kernel(s) quarantined", "\n".join(
                     f"- {r['inbox_key']}: {r['reason_code']}: {r['reason']}" for r in quarantined)).notify(
                     get_current_context())
-            return {"archived": sum(r["outcome"] == "archived" for r in rows), "quarantined": len(quarantined)}
+            return {"archived": sum(r["outcome"] == "archived" for r in rows), "quarantined": len(quarantined),
+                    "waiting": waiting}
 
         generic_items = plan_generic()
         wait >> generic_items
