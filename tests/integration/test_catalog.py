@@ -76,6 +76,8 @@ def test_one_identity_per_name_whatever_the_separator_case(catalog_conn: Any) ->
     cat.archive_delivery(_record(L0), inbox_key=L0, dag_id="d", dag_run_id="r")
     other = L0.replace("T", "t")
     record = {**_record(L0), "file_name": other, "s3_key": "emm/elsewhere/" + other}
-    with pytest.raises(Exception, match="science_files_identity"), catalog.transaction(catalog_conn) as cur:
-        catalog.run(cur, "insert_file", record)
+    with catalog.transaction(catalog_conn) as cur:
+        assert catalog.run(cur, "insert_file_if_new", record) == []  # refused by the unique index
+        cur.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'science_files_identity'")
+        assert "UNIQUE" in cur.fetchone()[0]
     assert cat.file_by_identity(other)["file_name"] == L0

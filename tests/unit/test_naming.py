@@ -127,3 +127,20 @@ def test_safe_basename_strips_paths_and_odd_characters() -> None:
 
 def test_sidecar_name() -> None:
     assert naming.sidecar_name("a.bin") == "a.bin.md5"
+
+
+def test_canonical_name_uses_the_instruments_separator() -> None:
+    """'T' and 't' spellings are one file; its canonical name is the instrument's own spelling."""
+    exi = naming.parse("emm_exi_l0_20210617t110239_0011_xos1_n_v01-00.bin")
+    emu = naming.parse("emm_emu_l2a_20221201T002750_0301_osr_38566_f_v04-00.fits.gz")
+    assert exi.canonical_name == "emm_exi_l0_20210617T110239_0011_xos1_n_v01-00.bin"
+    assert emu.canonical_name == "emm_emu_l2a_20221201t002750_0301_osr_38566_f_v04-00.fits.gz"
+    assert exi.file_name.endswith("t110239_0011_xos1_n_v01-00.bin")  # as delivered
+    assert exi.canonical().archive_key.endswith("/emm_exi_l0_20210617T110239_0011_xos1_n_v01-00.bin")
+
+
+def test_task_labels_fit_airflows_limit() -> None:
+    name = "emm_exi_l0_" + "x" * 300 + "_end.bin"
+    label = naming.task_label(name)
+    assert len(label) == 250 and label.startswith("emm_exi_l0_") and label.endswith("_end.bin") and "…" in label
+    assert naming.task_label("short.bin") == "short.bin"

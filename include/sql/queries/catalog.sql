@@ -28,21 +28,6 @@ SELECT * FROM science_files WHERE lower(file_name) = lower(%(file_name)s);
 -- name: files_by_names
 SELECT * FROM science_files WHERE file_name = ANY(%(file_names)s) ORDER BY file_name;
 
--- name: insert_file
-INSERT INTO science_files (
-    file_name, directory_path, file_size, instrument_id, data_level, timetag, descriptor, mode,
-    orbit_number, pred_rec, version, revision, file_root, absolute_version, md5checksum,
-    product_type, bucket, s3_key, processing_run_id, meta_kernel_id,
-    mars_ls, spacecraft_lst, subsolar_lat, subsolar_lon, spacecraft_lat, spacecraft_lon, spacecraft_alt
-) VALUES (
-    %(file_name)s, %(directory_path)s, %(file_size)s, %(instrument_id)s, %(data_level)s, %(timetag)s,
-    %(descriptor)s, %(mode)s, %(orbit_number)s, %(pred_rec)s, %(version)s, %(revision)s, %(file_root)s,
-    %(absolute_version)s, %(md5checksum)s, %(product_type)s, %(bucket)s, %(s3_key)s, %(processing_run_id)s,
-    %(meta_kernel_id)s, %(mars_ls)s, %(spacecraft_lst)s, %(subsolar_lat)s, %(subsolar_lon)s, %(spacecraft_lat)s,
-    %(spacecraft_lon)s, %(spacecraft_alt)s
-)
-RETURNING id;
-
 -- name: insert_file_if_new
 -- Nothing (no row returned) when the name, its identity or its key is already indexed.
 INSERT INTO science_files (

@@ -300,13 +300,13 @@ class Catalog:
         ids: list[int] = []
         with transaction(self.conn) as cur:
             for record, inputs in products:
-                existing = run(cur, "file_by_name", {"file_name": record["file_name"]})
-                if existing:
-                    raise CatalogError(
-                        f"{record['file_name']} is already indexed (by processing run "
-                        f"{existing[0]['processing_run_id']}); a new product needs a new version or revision"
-                    )
-                product_id = run(cur, "insert_file", {**record, "processing_run_id": run_id})[0]["id"]
+                inserted = run(cur, "insert_file_if_new", {**record, "processing_run_id": run_id})
+                if not inserted:
+                    existing = run(cur, "file_by_identity", {"file_name": record["file_name"]})
+                    by = f" (by processing run {existing[0]['processing_run_id']})" if existing else ""
+                    raise CatalogError(f"{record['file_name']} is already indexed{by}; a new product needs a "
+                                       "new version or revision")
+                product_id = inserted[0]["id"]
                 found = {r["file_name"]: r["id"] for r in run(cur, "files_by_names", {"file_names": list(inputs)})}
                 missing = sorted(set(inputs) - set(found))
                 if missing:
