@@ -27,10 +27,20 @@ PREFIX = "inbox/exi/"
 SPICE_PREFIX = "inbox/spice/"
 
 
+_CASES = {"held": 0, "broken": 0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the fault cases: a case holds when its test (all its invariant checks) passed."""
+    if "tests/faults/" in report.nodeid and (report.when == "call" or report.failed):
+        _CASES["held" if report.passed else "broken"] += 1
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if TOTALS["cases"]:
+    if _CASES["held"] or _CASES["broken"]:
         terminalreporter.write_line(
-            f"fault suite: {TOTALS['cases']} cases held, {TOTALS['held']} delivered objects accounted for, "
+            f"fault suite: {_CASES['held']} cases held, {_CASES['broken']} broken; "
+            f"{TOTALS['checks']} invariant checks placed delivered objects {TOTALS['held']} times; "
             f"{TOTALS['lost']} objects lost, {TOTALS['duplicate_rows']} duplicate rows")
 
 

@@ -33,7 +33,7 @@ from emm_sdc.core import catalog as catalog_mod
 from emm_sdc.core import checksums, naming
 
 #: Totals over the session, printed by the suite's summary line (conftest.py).
-TOTALS = {"cases": 0, "held": 0, "lost": 0, "duplicate_rows": 0}
+TOTALS = {"checks": 0, "held": 0, "lost": 0, "duplicate_rows": 0}
 
 
 def md5(data: bytes) -> str:
@@ -309,7 +309,7 @@ class World:
         where = {f"{u.key}#{i}": self.where(u) for i, u in enumerate(self.uploads) if u.must_hold}
         lost = [k for k, w in where.items() if w is None]
         dup = self.rows("SELECT lower(file_name) AS n, count(*) AS c FROM science_files GROUP BY 1 HAVING count(*) > 1")
-        TOTALS["cases"] += 1
+        TOTALS["checks"] += 1
         TOTALS["lost"] += len(lost)
         TOTALS["duplicate_rows"] += len(dup)
         TOTALS["held"] += len(where) - len(lost)
