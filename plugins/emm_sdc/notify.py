@@ -12,10 +12,16 @@ and, when a task caused the failure, that task instance's template context
 (``ti``, ``dag_run``, ...). The run's other failed task instances are asked
 from the Task SDK's supervisor channel (``GetTaskStates``). ``dag.test()``
 runs the same callbacks in its own process, which has the DB session.
+
+A notifier object is often shared (one callback for many tasks and runs in
+one process), and ``BaseNotifier.__call__`` renders ``template_fields`` in
+place, so every notifier here renders and sends from a copy made per call:
+the shared object keeps its templates and each message has its own text.
 """
 
 from __future__ import annotations
 
+import copy
 import html
 import logging
 import re
@@ -35,7 +41,18 @@ MAX_LISTED = 100
 _MAPPED_KEY = re.compile(r"(?P<task_id>.+)_(?P<map_index>\d+)")
 
 
-class SdcNotifier(BaseNotifier):
+class _PerCallNotifier(BaseNotifier):
+    """A notifier whose every call renders and sends from its own shallow copy.
+
+    Rendering replaces the copy's template attributes (strings) with new
+    values, so nothing of one call reaches the next through the shared object.
+    """
+
+    def __call__(self, *args: Any) -> None:
+        BaseNotifier.__call__(copy.copy(self), *args)
+
+
+class SdcNotifier(_PerCallNotifier):
     """Sends one message to every contact given (an ITF's, the operators', or both).
 
     Usable as a task/DAG callback (``on_failure_callback=SdcNotifier(...)``) or
@@ -205,7 +222,7 @@ def _run_url(dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id)}"
 
 
-class DagFailureNotifier(BaseNotifier):
+class DagFailureNotifier(_PerCallNotifier):
     """DAG-level ``on_failure_callback``: one message per failed run, listing its failed task instances.
 
     ``ignore`` names watcher tasks (e.g. ``fail_if_any_failed``) left out of the

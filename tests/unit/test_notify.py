@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ from emm_sdc.notify import (
     SdcNotifier,
     TaskState,
     _from_state_key,
+    dag_failure_notifier,
     failure_message,
     operators_notifier,
 )
@@ -114,3 +116,34 @@ def test_operator_contacts_come_from_the_site_config(tmp_path: Path, monkeypatch
     assert callback.contacts == [itf, ops] and callback.what == "processing"
     assert callback.ignore == (WATCHER_TASK_ID,)
     assert dag_callbacks(None, "SPICE refresh")["on_failure_callback"].contacts == [ops]
+
+
+def _notices(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("NOTIFY ")]
+
+
+def test_a_shared_notifier_renders_every_failure_afresh(caplog: pytest.LogCaptureFixture) -> None:
+    """One callback object for many tasks in one process: each message has its own text."""
+    n = SdcNotifier("{{ ti.task_id }} failed in {{ run_id }}", "error: {{ exception }}",
+                    contacts=[Notifications(emails=["itf@example.org"])])
+    with caplog.at_level(logging.WARNING, logger="emm_sdc.notify"):
+        n({"ti": SimpleNamespace(task_id="unit.l1.run"), "run_id": "r1", "exception": "exit status 1"})
+        n({"ti": SimpleNamespace(task_id="unit.l2.run"), "run_id": "r2", "exception": "timed out"})
+    assert _notices(caplog) == ["NOTIFY unit.l1.run failed in r1\nerror: exit status 1",
+                                "NOTIFY unit.l2.run failed in r2\nerror: timed out"]
+    assert (n.subject, n.body) == ("{{ ti.task_id }} failed in {{ run_id }}", "error: {{ exception }}")
+
+
+def test_a_shared_dag_failure_notifier_reports_each_run(caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    failed = {"r1": [TaskState("handle_file", 0, "failed", "a.bin")], "r2": [TaskState("report", -1, "failed")]}
+    monkeypatch.setattr("emm_sdc.notify.run_task_states", lambda dag, run_id: failed[run_id])
+    callback = dag_failure_notifier(Notifications(emails=["itf@example.org"]), "ingest")
+    with caplog.at_level(logging.WARNING, logger="emm_sdc.notify"):
+        for dag_id, run_id in (("emm_exi_ingest", "r1"), ("emm_emr_ingest", "r2")):
+            callback({"dag": SimpleNamespace(dag_id=dag_id), "run_id": run_id, "reason": "task_failure"})
+    first, second = _notices(caplog)
+    assert first.startswith("NOTIFY [EMM SDC] ingest failed: emm_exi_ingest run r1\n")
+    assert "handle_file[0] a.bin" in first
+    assert second.startswith("NOTIFY [EMM SDC] ingest failed: emm_emr_ingest run r2\n") and "  - report" in second
+    assert "a.bin" not in second

@@ -45,7 +45,7 @@ def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run") -> Any:
         assert runner.command is not None
         try:
             result = run_local(spec, runner.command, cwd=project_root(), memory_mb=runner.memory_mb,
-                               timeout_s=runner.timeout_minutes * 60)
+                               timeout_s=runner.timeout_minutes * 60, cpus=runner.cpus)
         except JobFailed as exc:
             fail_job(spec, exc.exit_status, str(exc))
             raise
