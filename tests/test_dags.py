@@ -13,7 +13,7 @@ from airflow.dag_processing.dagbag import DagBag
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
     f"emm_{inst}_{kind}" for inst in ("exi", "emu", "emr") for kind in ("ingest", "process", "staging_check")
-} | {"emm_catalog_migrate", "emm_image_promote", "emm_spice_refresh"}
+} | {"emm_catalog_migrate", "emm_image_promote", "emm_spice_refresh", "emm_processing_sweep"}
 
 
 def _bag() -> DagBag:

@@ -354,3 +354,51 @@ LIMIT 1;
 
 -- name: meta_kernels
 SELECT version, file_name, kernels, dag_run_id, created_at FROM meta_kernels ORDER BY version;
+
+-- name: reserve_object
+-- A job reserves an archive key before it uploads there; nothing if another run holds it.
+INSERT INTO pending_objects (processing_run_id, bucket, s3_key, md5checksum)
+VALUES (%(run_id)s, %(bucket)s, %(s3_key)s, %(md5checksum)s)
+ON CONFLICT (bucket, s3_key) DO NOTHING
+RETURNING id;
+
+-- name: reservation_of_key
+SELECT p.*, r.status AS run_status, r.dag_id, r.dag_run_id FROM pending_objects p
+JOIN processing_runs r ON r.id = p.processing_run_id
+WHERE p.bucket = %(bucket)s AND p.s3_key = %(s3_key)s;
+
+-- name: reservations_of_run
+SELECT p.*, f.id AS file_id FROM pending_objects p
+LEFT JOIN science_files f ON f.bucket = p.bucket AND f.s3_key = p.s3_key
+WHERE p.processing_run_id = %(run_id)s
+ORDER BY p.s3_key;
+
+-- name: release_reservations
+DELETE FROM pending_objects WHERE processing_run_id = %(run_id)s;
+
+-- name: release_reservation
+DELETE FROM pending_objects WHERE id = %(id)s;
+
+-- name: run_by_id
+SELECT * FROM processing_runs WHERE id = %(run_id)s;
+
+-- name: stale_runs
+-- Runs still 'running' of one DAG run (all its tasks are done), or of any DAG run older than a bound.
+SELECT * FROM processing_runs
+WHERE status = 'running'
+  AND ((dag_id = %(dag_id)s AND dag_run_id = %(dag_run_id)s) OR started_at < %(older_than)s)
+ORDER BY id;
+
+-- name: versions_of_roots
+-- Ids of every version of the given files' roots (e.g. an L0 and its corrected re-delivery).
+SELECT id FROM science_files
+WHERE lower(file_root) IN (SELECT lower(file_root) FROM science_files WHERE id = ANY(%(ids)s::bigint[]));
+
+-- name: products_of_run_id
+SELECT * FROM science_files WHERE processing_run_id = %(run_id)s ORDER BY file_name;
+
+-- name: fail_stale_run
+-- Close a run that will never close itself; a run that finished meanwhile is left as it is.
+UPDATE processing_runs
+SET status = 'failed', ended_at = %(ended_at)s, message = %(message)s
+WHERE id = %(run_id)s AND status = 'running';

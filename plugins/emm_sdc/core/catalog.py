@@ -318,4 +318,5 @@ class Catalog:
                 "run_id": run_id, "status": "success", "ended_at": ended_at, "exit_status": 0,
                 "message": f"indexed {len(ids)} product(s)", "log_uri": log_uri,
             })
+            run(cur, "release_reservations", {"run_id": run_id})
         return ids

@@ -8,17 +8,23 @@ problem rejects the whole job.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emm_sdc.core import naming
-from emm_sdc.core.checksums import md5_file
 
 CONTRACT_VERSION = 1
 OUTPUT_MANIFEST = "output_manifest.json"
+#: Bounds on what a job may return (products are 2-170 MB; anything near these is an error).
+MAX_PRODUCT_BYTES = 20 * 1024**3
+MAX_MANIFEST_BYTES = 1024**2
+MAX_LOG_BYTES = 50 * 1024**2
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -28,6 +34,49 @@ class OutputError(RuntimeError):
     def __init__(self, job_id: str, problems: list[str]):
         self.problems = problems
         super().__init__(f"job {job_id}: outputs rejected, nothing indexed:\n  - " + "\n  - ".join(problems))
+
+
+def output_entries(out: Path) -> tuple[dict[str, int], list[str]]:
+    """The regular files directly in a job's output directory (name -> size), and every other entry as a problem.
+
+    Nothing is followed: symlinks, sub-directories, FIFOs and devices are
+    problems, found with ``lstat`` semantics, so a processor can never make the
+    SDC read a file outside its own output directory.
+    """
+    files: dict[str, int] = {}
+    problems: list[str] = []
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    files[entry.name] = st.st_size
+                elif stat.S_ISLNK(st.st_mode):
+                    problems.append(f"{entry.name}: is a symbolic link; outputs must be regular files")
+                else:
+                    problems.append(f"{entry.name}: is not a regular file (directory, FIFO or device)")
+    finally:
+        os.close(fd)
+    return files, problems
+
+
+def read_output(out: Path, name: str, limit: int) -> bytes:
+    """Read one regular output file without following links, at most ``limit`` bytes."""
+    fd = os.open(out / name, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(f"{name} is not a regular file")
+        return fh.read(limit)
+
+
+def md5_output(path: Path) -> str:
+    """MD5 of a regular output file, opened without following links."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def safe_id(text: str) -> str:
@@ -155,13 +204,16 @@ def collect_outputs(spec: JobSpec) -> tuple[list[Product], dict[str, Any]]:
     raises :class:`OutputError` listing every problem.
     """
     out = spec.output_dir
-    problems: list[str] = []
-    manifest_path = out / OUTPUT_MANIFEST
+    regular, problems = output_entries(out)
+    if OUTPUT_MANIFEST not in regular:
+        problems.insert(0, f"{OUTPUT_MANIFEST} is missing from the output directory (or is not a regular file)")
+        raise OutputError(spec.job_id, problems)
+    if regular[OUTPUT_MANIFEST] > MAX_MANIFEST_BYTES:
+        raise OutputError(spec.job_id, [f"{OUTPUT_MANIFEST} is {regular[OUTPUT_MANIFEST]} bytes, more than "
+                                        f"{MAX_MANIFEST_BYTES}"])
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise OutputError(spec.job_id, [f"{OUTPUT_MANIFEST} is missing from the output directory"]) from None
-    except (OSError, json.JSONDecodeError) as exc:
+        manifest = json.loads(read_output(out, OUTPUT_MANIFEST, MAX_MANIFEST_BYTES))
+    except (OSError, ValueError) as exc:
         raise OutputError(spec.job_id, [f"{OUTPUT_MANIFEST} is not valid JSON: {exc}"]) from None
     entries = manifest.get("products") if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
@@ -187,8 +239,7 @@ def collect_outputs(spec: JobSpec) -> tuple[list[Product], dict[str, Any]]:
             problems.append(f"{fname}: listed twice in {OUTPUT_MANIFEST}")
         listed[fname] = tuple(parents)
 
-    present = {p.name for p in out.iterdir() if p.is_file()} - {OUTPUT_MANIFEST}
-    present = {n for n in present if not n.endswith(".log")}
+    present = {n for n in regular if n != OUTPUT_MANIFEST and not n.endswith(".log")}
     for extra in sorted(present - set(listed)):
         problems.append(f"{extra}: written to the output directory but not listed in {OUTPUT_MANIFEST}")
     for missing in sorted(set(listed) - present):
@@ -211,10 +262,16 @@ def collect_outputs(spec: JobSpec) -> tuple[list[Product], dict[str, Any]]:
             if got != want:
                 problems.append(f"{fname}: {attr} is {got!r}, the job asked for {want!r}")
         path = out / fname
-        size = path.stat().st_size
+        size = regular[fname]
         if size == 0:
             problems.append(f"{fname}: is empty")
-        products.append(Product(parsed, path, md5_file(path), size, parents))
+        elif size > MAX_PRODUCT_BYTES:
+            problems.append(f"{fname}: is {size} bytes, more than the {MAX_PRODUCT_BYTES} a product may have")
+            continue
+        try:
+            products.append(Product(parsed, path, md5_output(path), size, parents))
+        except OSError as exc:
+            problems.append(f"{fname}: cannot be read as a regular file: {exc}")
     if not listed and not problems:
         problems.append(f"{OUTPUT_MANIFEST} lists no products")
     if problems:

@@ -333,6 +333,42 @@ class Storage:
                 ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode(),
             )
 
+    def upload_new(self, path: Path, bucket: str, key: str, *, md5: str) -> None:
+        """Upload a local file to a key that must not exist yet, S3 checking our MD5 (else DestinationExists).
+
+        Single request up to 5 GiB (Content-MD5), multipart above (each part's Content-MD5; the whole
+        re-read after); the upload completes only with ``If-None-Match: *``.
+        """
+        size = path.stat().st_size
+        try:
+            if size <= SINGLE_REQUEST_LIMIT:
+                with path.open("rb") as fh:
+                    self.client.put_object(
+                        Bucket=bucket, Key=key, Body=fh, Metadata={"md5": md5}, IfNoneMatch="*",
+                        ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode())
+                return
+            upload = self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"md5": md5})["UploadId"]
+            try:
+                parts = []
+                with path.open("rb") as fh:
+                    for n, chunk in enumerate(iter(lambda: fh.read(COPY_PART_SIZE), b""), start=1):
+                        resp = self.client.upload_part(
+                            Bucket=bucket, Key=key, UploadId=upload, PartNumber=n, Body=chunk,
+                            ContentMD5=base64.b64encode(hashlib.md5(chunk).digest()).decode())
+                        parts.append({"PartNumber": n, "ETag": resp["ETag"]})
+                self.client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+                upload = ""
+            finally:
+                if upload:
+                    self._abort(bucket, key, upload)
+        except self.client.exceptions.ClientError as exc:
+            if error_code(exc) in _PRECONDITION:
+                raise DestinationExists(f"s3://{bucket}/{key} already exists; not overwritten") from exc
+            raise
+        if self.digest(bucket, key).md5 != md5:
+            raise StorageError(f"upload to s3://{bucket}/{key} does not match MD5 {md5}")
+
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 

@@ -1,8 +1,10 @@
-"""Catalog maintenance DAG: apply the ordered SQL migrations in include/sql/migrations."""
+"""Maintenance DAGs: catalog migrations (include/sql/migrations) and the processing-run sweeper."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from typing import Any
 
 from airflow.sdk import DAG, dag, task
 
@@ -36,3 +38,34 @@ def build_migrate_dag() -> DAG:
         migrate()
 
     return migrate_dag()
+
+
+def build_sweep_dag() -> DAG:
+    """``emm_processing_sweep``, hourly: processing runs still 'running' long after any job could have
+    ended (a worker died and its DAG run never reached its own sweep) are closed as failed, with the
+    reason, and the objects they reserved but never indexed are removed."""
+    from emm_sdc.pipeline.process import STALE_AFTER, sweep_stale_runs
+
+    @dag(
+        dag_id="emm_processing_sweep",
+        schedule="@hourly",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "sdc-ops", "retries": 1},
+        **dag_callbacks(None, "processing-run sweep"),
+        tags=["emm", "maintenance"],
+        doc_md=build_sweep_dag.__doc__,
+    )
+    def sweep_dag() -> None:
+        @task
+        def sweep() -> list[dict[str, Any]]:
+            swept = sweep_stale_runs(connections.catalog(), connections.storage(), dag_id=None, dag_run_id=None,
+                                     older_than=datetime.now(UTC) - STALE_AFTER,
+                                     reason=f"still running {STALE_AFTER} after it started")
+            log.info("swept %d stale processing run(s): %s", len(swept), swept)
+            return swept
+
+        sweep()
+
+    return sweep_dag()

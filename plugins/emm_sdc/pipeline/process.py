@@ -34,6 +34,7 @@ from emm_sdc.core.checksums import md5_file
 from emm_sdc.core.config import CONFIG_FILES, ChainStep, ItfConfig
 from emm_sdc.core.images import ImageNotPromoted, require_promoted
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
+from emm_sdc.core.product_writes import KeyReserved, PlannedObject, ProductWriter, sweep_run
 from emm_sdc.core.refresh import sync_kernel_dir
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
@@ -136,7 +137,11 @@ def prepare_job(
             return None
     # A new revision whenever this unit already has products of the level at this version, so a
     # product never reuses an indexed name (its file root is only known once the processor ran).
-    existing = cat.query("descendants_at_level", {"root_ids": root_ids, "data_level": step.level})
+    # Every version of the inputs' roots counts: a corrected L0 (v01-01) makes the same products as the one
+    # it corrects, so its products need a revision after theirs (the unique index on file root + version
+    # refuses a reused one).
+    all_versions = [r["id"] for r in cat.query("versions_of_roots", {"ids": root_ids})]
+    existing = cat.query("descendants_at_level", {"root_ids": all_versions, "data_level": step.level})
     used = [e["revision"] for e in existing if e["version"] == version]
     revision = max(used) + 1 if used else 0
 
@@ -213,11 +218,15 @@ def product_geometry(cat: Catalog, storage: Storage, spec: JobSpec, times: list[
 
 
 def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
-    """Validate, upload and index a finished job's products; all or nothing."""
+    """Validate, upload and index a finished job's products: all or nothing (core/product_writes.py)."""
     bucket = get_settings().archive_bucket
-    if spec.runner == "batch":
-        fetch_outputs(storage, spec)
+    assert spec.processing_run_id is not None
+    writer = ProductWriter(cat, storage, bucket, spec.processing_run_id)
+    if writer.committed():  # an earlier attempt indexed them (perhaps without seeing the acknowledgement)
+        return [r["file_name"] for r in cat.query("products_of_run_id", {"run_id": spec.processing_run_id})]
     try:
+        if spec.runner == "batch":
+            fetch_outputs(storage, spec)
         products, processor = collect_outputs(spec)
         taken = cat.files([p.name.file_name for p in products])
         if taken:
@@ -225,31 +234,46 @@ def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
     except OutputError as exc:
         fail_run(cat, storage, spec, 0, str(exc))
         raise AirflowFailException(str(exc)) from None
-    uploaded: list[str] = []
+    planned = [PlannedObject(p.path, p.name.archive_key, p.md5) for p in products]
     try:
-        for p in products:
-            storage.upload_verified(p.path, bucket, p.name.archive_key, md5=p.md5)
-            uploaded.append(p.name.archive_key)
+        writer.reserve(planned)
+        for obj in planned:
+            writer.upload(obj)
         log_uri = archive_log(storage, spec)
         check_kernel_letters(cat, spec, products)
         geometry = product_geometry(cat, storage, spec, [p.name.start for p in products])
         records = [(file_record(p.name, size=p.size, md5=p.md5, bucket=bucket, geometry=g,
                                 meta_kernel_id=spec.meta_kernel_id), p.inputs) for p, g in zip(products, geometry,
                                                                                                 strict=True)]
-        assert spec.processing_run_id is not None
         if processor.get("name") and processor.get("version"):  # what actually ran, as the processor says
             cat.query("set_run_processor", {"run_id": spec.processing_run_id,
                                             "processor_name": str(processor["name"]),
                                             "processor_version": str(processor["version"])})
-        cat.index_products(spec.processing_run_id, records, ended_at=datetime.now(UTC), log_uri=log_uri)
+        writer.commit(records, ended_at=datetime.now(UTC), log_uri=log_uri)
     except Exception as exc:
-        # Nothing was indexed (one transaction): remove what this attempt uploaded.
-        storage.delete(bucket, *uploaded)
-        fail_run(cat, storage, spec, 0, f"indexing failed: {exc}")
+        _abandon(cat, storage, spec, writer, exc)
+        if isinstance(exc, KeyReserved | OutputError):
+            raise AirflowFailException(str(exc)) from None
         raise
     log.info("indexed %d %s product(s) from %s (processor %s)", len(products), spec.level,
              spec.work_unit, processor)
     return [p.name.file_name for p in products]
+
+
+def _abandon(cat: Catalog, storage: Storage, spec: JobSpec, writer: ProductWriter, exc: BaseException) -> None:
+    """After a failure before commit: remove only this run's uncommitted objects and record the failure.
+
+    When the catalog cannot say whether the commit happened, or the clean-up itself fails, everything
+    stays as it is for the retry or the sweeper (which decide from the catalog).
+    """
+    try:
+        if writer.committed():
+            return
+        removed = writer.abandon()
+        fail_run(cat, storage, spec, 0, f"indexing failed: {exc}" + (f"; removed {removed}" if removed else ""))
+    except Exception as cleanup:
+        log.error("clean-up after the failure of run %s failed too (%s); the sweeper finishes it",
+                  spec.processing_run_id, cleanup)
 
 
 def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
@@ -279,6 +303,34 @@ def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
         return names
 
     return prepare, collect
+
+
+#: A processing run still 'running' this long after it started is swept by ``emm_processing_sweep``
+#: (longer than any job may run: the YAML caps ``timeout_minutes`` at 24 h).
+STALE_AFTER = timedelta(hours=26)
+
+
+def sweep_stale_runs(cat: Catalog, storage: Storage, *, dag_id: str | None, dag_run_id: str | None,
+                     older_than: datetime, reason: str) -> list[dict[str, Any]]:
+    """Close every processing run that can no longer close itself; remove its uncommitted objects."""
+    swept = []
+    for run in cat.query("stale_runs", {"dag_id": dag_id, "dag_run_id": dag_run_id, "older_than": older_than}):
+        removed = sweep_run(cat, storage, run, reason)
+        swept.append({"run_id": run["id"], "task": f"{run['task_id']}[{run['map_index']}]", "removed": removed})
+    return swept
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
+def sweep_runs() -> list[dict[str, Any]]:
+    """After every unit finished: a run of this DAG run still 'running' lost its task (killed worker,
+    catalog down when the failure was recorded, clean-up failed). Close it and remove what it left."""
+    ctx = get_current_context()
+    swept = sweep_stale_runs(connections.catalog(), connections.storage(), dag_id=ctx["dag"].dag_id,
+                             dag_run_id=ctx["run_id"], older_than=datetime.now(UTC) - STALE_AFTER,
+                             reason=f"its task ended without closing it (swept by {ctx['run_id']})")
+    for s in swept:
+        log.warning("swept processing run %s (%s): removed %s", s["run_id"], s["task"], s["removed"])
+    return swept
 
 
 def build_process_dag(cfg: ItfConfig) -> DAG:
@@ -343,7 +395,9 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
 
         groups = unit_chain.expand(unit=plan_units())
         groups >> [announce_task(level_asset(inst, lvl), lvl, "products_of_run", "products") for lvl in levels]
-        groups >> fail_if_any_failed()
+        swept = sweep_runs()
+        groups >> swept
+        [groups, swept] >> fail_if_any_failed()
 
     return process()
 

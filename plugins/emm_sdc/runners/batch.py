@@ -16,17 +16,20 @@ operator is deferrable: while AWS runs the job the task holds no worker slot.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 
 from emm_sdc.core.config import RunnerConfig
-from emm_sdc.core.jobs import JobSpec, safe_id
+from emm_sdc.core.jobs import MAX_PRODUCT_BYTES, JobSpec, OutputError, safe_id
 from emm_sdc.core.kernels import SPICE_ROOT
 from emm_sdc.core.storage import Storage
 from emm_sdc.runners.local import JobFailed
 from emm_sdc.runs import fail_job
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 PROCESSOR_COMMAND = ["python3", "/opt/emm/processor.py"]
 #: Staging area of batch jobs in the archive bucket (expire it with a lifecycle rule).
@@ -148,17 +151,30 @@ def stage_inputs(storage: Storage, spec: JobSpec, bucket: str) -> str:
 
 
 def fetch_outputs(storage: Storage, spec: JobSpec) -> None:
-    """Download what a batch job left under its prefix (outputs and job.log) into the job directory."""
+    """Download what a batch job left under its prefix (outputs and job.log) into the job directory.
+
+    The same rules as a local output directory: only plain names directly under ``out/`` (nothing that
+    could point outside the job's directory), bounded sizes; anything else rejects the job.
+    """
     if not spec.s3_prefix:
         return
     bucket, _, prefix = spec.s3_prefix[5:].partition("/")
     spec.output_dir.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
     for obj in storage.list(bucket, prefix):
         rel = obj.key[len(prefix):]
         if rel == "job.log":
             storage.download(bucket, obj.key, spec.log_path)
-        elif rel.startswith("out/") and "/" not in rel[4:] and rel[4:]:
-            storage.download(bucket, obj.key, spec.output_dir / rel[4:])
+        elif rel.startswith("out/"):
+            name = rel[4:]
+            if not _PLAIN_NAME.match(name):
+                problems.append(f"{rel}: outputs are plain file names directly in out/")
+            elif obj.size > MAX_PRODUCT_BYTES:
+                problems.append(f"{rel}: is {obj.size} bytes, more than {MAX_PRODUCT_BYTES}")
+            else:
+                storage.download(bucket, obj.key, spec.output_dir / name)
+    if problems:
+        raise OutputError(spec.job_id, problems)
 
 
 def s3_endpoint_of(conn_id: str) -> str | None:

@@ -1,0 +1,145 @@
+"""The product write protocol: a job's products are indexed whole or leave nothing behind.
+
+Steps of :class:`ProductWriter` (called by ``collect`` in pipeline/process.py),
+and what a failure at each point leaves:
+
+1. **reserve** — one transaction records, per product, the archive key and MD5
+   this processing run is about to write (``pending_objects``, unique per key).
+   Fails → nothing written. A key held by another *running* run → this job
+   fails cleanly; held by a finished run (its clean-up failed) → that run is
+   swept first.
+2. **upload** — each object is created only if its key is new
+   (``If-None-Match: *``, Content-MD5). Fails, or its reply is lost → the
+   reservation names the object, so step 5 or the sweeper removes it. The key
+   exists with our MD5 → an earlier attempt of this run wrote it: adopted.
+3. **commit** — one transaction inserts the products (unique name, identity,
+   key and (file root, version)), their lineage, closes the run as
+   ``success`` and drops its reservations. An error whose commit nevertheless
+   reached the server (lost acknowledgement) is recognised by re-reading the
+   run's status; an unreadable status leaves everything for the retry or the
+   sweeper, which decide from the catalog.
+4. **retry** — a rerun of ``collect`` for a run already ``success`` returns
+   its products (nothing redone); otherwise it re-reserves (its own keys),
+   adopts its own uploads and commits.
+5. **abandon** — on a failure before commit, only objects this run reserved,
+   that hold this run's MD5 and that no catalog row names are deleted, then
+   the reservations are dropped. If that fails too the run stays ``running``
+   with its reservations; :func:`sweep_run` finishes it later.
+
+No Airflow here; the catalog is the source of truth between attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from emm_sdc.core.catalog import Catalog, CatalogError
+from emm_sdc.core.storage import DestinationExists, Storage
+
+log = logging.getLogger(__name__)
+
+
+class KeyReserved(CatalogError):
+    """Another processing run is writing this product right now."""
+
+
+@dataclass(frozen=True)
+class PlannedObject:
+    path: Path
+    key: str
+    md5: str
+
+
+class ProductWriter:
+    """Writes one processing run's products under the protocol above."""
+
+    def __init__(self, cat: Catalog, storage: Storage, bucket: str, run_id: int):
+        self.cat = cat
+        self.storage = storage
+        self.bucket = bucket
+        self.run_id = run_id
+
+    def reserve(self, objects: Sequence[PlannedObject]) -> None:
+        """Record this run's intent to write each key (step 1)."""
+        for obj in objects:
+            for _ in range(2):
+                if self.cat.query("reserve_object", {"run_id": self.run_id, "bucket": self.bucket,
+                                                     "s3_key": obj.key, "md5checksum": obj.md5}):
+                    break
+                holders = self.cat.query("reservation_of_key", {"bucket": self.bucket, "s3_key": obj.key})
+                if not holders:
+                    continue  # released meanwhile: try again
+                holder = holders[0]
+                if holder["processing_run_id"] == self.run_id:
+                    if holder["md5checksum"].strip() != obj.md5:
+                        raise CatalogError(f"{obj.key}: an earlier attempt of this run reserved it for other "
+                                           f"bytes (MD5 {holder['md5checksum']}); the job's outputs changed")
+                    break
+                if holder["run_status"] == "running":
+                    raise KeyReserved(f"{obj.key} is being written by processing run {holder['processing_run_id']}"
+                                      f" ({holder['dag_id']} / {holder['dag_run_id']}); this job leaves it alone")
+                [stale] = self.cat.query("run_by_id", {"run_id": holder["processing_run_id"]})
+                sweep_run(self.cat, self.storage, stale,
+                          f"its reservation of {obj.key} was left behind; cleared by run {self.run_id}")
+            else:
+                raise KeyReserved(f"{obj.key} could not be reserved")
+
+    def upload(self, obj: PlannedObject) -> bool:
+        """Create one reserved object if its key is new (step 2); False when an earlier attempt wrote it."""
+        try:
+            self.storage.upload_new(obj.path, self.bucket, obj.key, md5=obj.md5)
+            return True
+        except DestinationExists:
+            held = self.storage.stored_md5(self.bucket, obj.key)
+            if held == obj.md5:
+                log.info("s3://%s/%s was uploaded by an earlier attempt of this run; adopted", self.bucket, obj.key)
+                return False
+            raise CatalogError(f"s3://{self.bucket}/{obj.key} already holds other bytes (MD5 {held}); products are "
+                               "never overwritten") from None
+
+    def commit(self, products: Sequence[tuple[Mapping[str, Any], Sequence[str]]], *, ended_at: datetime,
+               log_uri: str | None) -> list[int]:
+        """Index the products, close the run, drop the reservations, in one transaction (step 3)."""
+        try:
+            return self.cat.index_products(self.run_id, products, ended_at=ended_at, log_uri=log_uri)
+        except Exception:
+            if self.committed():
+                log.warning("the index transaction of run %s committed although the client saw an error",
+                            self.run_id)
+                return [r["id"] for r in self.cat.query("products_of_run_id", {"run_id": self.run_id})]
+            raise
+
+    def committed(self) -> bool:
+        """Whether this run's index transaction reached the server (raises if the catalog cannot tell)."""
+        rows = self.cat.query("run_by_id", {"run_id": self.run_id})
+        return bool(rows) and rows[0]["status"] == "success"
+
+    def abandon(self) -> list[str]:
+        """Remove what this run wrote and did not commit, then its reservations (step 5); the keys removed."""
+        return abandon_reservations(self.cat, self.storage, self.run_id)
+
+
+def abandon_reservations(cat: Catalog, storage: Storage, run_id: int) -> list[str]:
+    """Delete a run's uncommitted objects (only bytes it reserved, never an indexed key); drop its reservations."""
+    removed: list[str] = []
+    for res in cat.query("reservations_of_run", {"run_id": run_id}):
+        if res["file_id"] is None and storage.stored_md5(res["bucket"], res["s3_key"]) == res["md5checksum"].strip():
+            version = storage.stat(res["bucket"], res["s3_key"])
+            if version is not None and storage.delete_version(version):
+                removed.append(res["s3_key"])
+        cat.query("release_reservation", {"id": res["id"]})
+    return removed
+
+
+def sweep_run(cat: Catalog, storage: Storage, run: Mapping[str, Any], reason: str) -> list[str]:
+    """Finish a run that will never finish itself: remove its uncommitted objects, mark it failed."""
+    removed = abandon_reservations(cat, storage, run["id"])
+    cat.query("fail_stale_run", {"run_id": run["id"], "ended_at": datetime.now(UTC),
+                                 "message": f"swept: {reason}" + (f"; removed {removed}" if removed else "")})
+    log.warning("processing run %s swept (%s); removed %d uncommitted object(s)", run["id"], reason, len(removed))
+    return removed
