@@ -37,11 +37,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _CASES["held"] or _CASES["broken"]:
-        terminalreporter.write_line(
-            f"fault suite: {_CASES['held']} cases held, {_CASES['broken']} broken; "
-            f"{TOTALS['checks']} invariant checks placed delivered objects {TOTALS['held']} times; "
-            f"{TOTALS['lost']} objects lost, {TOTALS['duplicate_rows']} duplicate rows")
+    if not (_CASES["held"] or _CASES["broken"]):
+        return
+    write = terminalreporter.write_line
+    write(f"fault suite: {_CASES['held']} cases held, {_CASES['broken']} broken")
+    if TOTALS["checks"]:
+        write(f"fault suite (ingest): {TOTALS['checks']} invariant checks placed delivered objects "
+              f"{TOTALS['held']} times; {TOTALS['lost']} objects lost, {TOTALS['duplicate_rows']} duplicate rows")
+    if TOTALS["product_checks"]:
+        write(f"fault suite (processing): {TOTALS['product_checks']} product invariant checks; "
+              f"{TOTALS['rows_without_objects']} rows without objects, {TOTALS['objects_without_rows']} objects "
+              f"without rows, {TOTALS['duplicate_products']} duplicate products")
 
 
 @pytest.fixture(params=["versioned", "unversioned"])

@@ -33,7 +33,8 @@ from emm_sdc.core import catalog as catalog_mod
 from emm_sdc.core import checksums, naming
 
 #: Totals over the session, printed by the suite's summary line (conftest.py).
-TOTALS = {"checks": 0, "held": 0, "lost": 0, "duplicate_rows": 0}
+TOTALS = {"checks": 0, "held": 0, "lost": 0, "duplicate_rows": 0, "product_checks": 0, "rows_without_objects": 0,
+          "objects_without_rows": 0, "duplicate_products": 0}
 
 
 def md5(data: bytes) -> str:
@@ -119,6 +120,7 @@ class DbFaults:
         self.conn = conn
         self.admin = admin
         self.rules: list[tuple[str, Callable[[], None], list[int]]] = []
+        self.commit_actions: list[tuple[Callable[[], None], list[int]]] = []
 
     def at(self, query_name: str, action: Callable[[], None], times: int = 1) -> DbFaults:
         self.rules.append((catalog_mod.queries()[query_name], action, [times]))
@@ -126,14 +128,26 @@ class DbFaults:
 
     def kill_backend_at(self, query_name: str) -> DbFaults:
         """PostgreSQL ends this session just before ``query_name`` runs (mid-transaction)."""
-        pid = self.conn.info.backend_pid
+        return self.at(query_name, self.kill_backend)
 
-        def kill() -> None:
-            cur = self.admin.cursor()
-            cur.execute("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid})
-            cur.close()
-            self.admin.commit()
-        return self.at(query_name, kill)
+    def after_commit(self, action: Callable[[], None], times: int = 1) -> DbFaults:
+        """Run ``action`` right after the server committed (e.g. the acknowledgement is lost)."""
+        self.commit_actions.append((action, [times]))
+        return self
+
+    def commit(self) -> None:
+        self.conn.commit()
+        for action, left in self.commit_actions:
+            if left[0] > 0:
+                left[0] -= 1
+                action()
+
+    def kill_backend(self) -> None:
+        """PostgreSQL ends this session now."""
+        cur = self.admin.cursor()
+        cur.execute("SELECT pg_terminate_backend(%(pid)s)", {"pid": self.conn.info.backend_pid})
+        cur.close()
+        self.admin.commit()
 
     def before(self, sql: str) -> None:
         for text, action, left in self.rules:
@@ -329,6 +343,39 @@ class World:
             left = [k for k in self.keys(self.inbox) if k not in allow_inbox]
             assert not left, f"still in the inbox: {left}"
         return where
+
+    def check_products(self, *, settled: bool = True) -> dict[str, Any]:
+        """Processing invariants: every archived data object has exactly one row with its MD5 (and lineage,
+        for products); every row has its object; one file per (root, version); no run left half-done."""
+        self.snapshot_archive()
+        rows = self.rows("SELECT id, file_name, file_root, absolute_version, bucket, s3_key, md5checksum, "
+                         "processing_run_id FROM science_files")
+        by_key = {r["s3_key"]: r for r in rows}
+        objects = {k: md5(self.read(self.archive, k) or b"") for k in self.keys(self.archive, "emm/data/")}
+        reserved = {r["s3_key"] for r in self.rows("SELECT s3_key FROM pending_objects")}
+        orphans = [k for k in objects if k not in by_key and not (not settled and k in reserved)]
+        phantoms = [r["file_name"] for r in rows if objects.get(r["s3_key"]) != r["md5checksum"]]
+        dups = self.rows("SELECT lower(file_root) AS r, absolute_version, count(*) AS c FROM science_files "
+                         "GROUP BY 1, 2 HAVING count(*) > 1")
+        no_lineage = self.rows("SELECT f.file_name FROM science_files f WHERE f.processing_run_id IS NOT NULL "
+                               "AND NOT EXISTS (SELECT 1 FROM lineage l WHERE l.product_id = f.id)")
+        TOTALS["product_checks"] += 1
+        TOTALS["rows_without_objects"] += len(phantoms)
+        TOTALS["objects_without_rows"] += len(orphans)
+        TOTALS["duplicate_products"] += len(dups)
+        assert not phantoms, f"rows without their object: {phantoms}"
+        assert not orphans, f"objects without a row: {orphans}"
+        assert not dups and not no_lineage, (dups, no_lineage)
+        runs = self.rows("SELECT r.id, r.status, r.message, count(f.id) AS products FROM processing_runs r "
+                         "LEFT JOIN science_files f ON f.processing_run_id = r.id GROUP BY r.id ORDER BY r.id")
+        for run in runs:
+            assert run["status"] != "success" or run["products"] > 0, f"a success without products: {run}"
+            assert run["status"] != "failed" or run["products"] == 0, f"a failed run with products: {run}"
+            if settled:
+                assert run["status"] in ("success", "failed"), f"a run left running: {run}"
+        if settled:
+            assert self.rows("SELECT * FROM pending_objects") == [], "reservations left behind"
+        return {"runs": runs, "rows": rows}
 
     def rows_named(self, name: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM science_files WHERE lower(file_name) = lower(%(n)s)", {"n": name})
