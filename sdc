@@ -5,6 +5,7 @@
 #                      can and requires the container tests (EMM_SKIP_CONTAINERS=1 ./sdc test: skip them)
 #   ./sdc standalone   Airflow UI + scheduler on embedded services
 #   ./sdc deliver ...  more synthetic data for a running standalone;  ./sdc migrate: catalog migrations
+#   ./sdc api          the science-files API alone (it is also served by Airflow's API server at /emm/api)
 #   ./sdc bench        benchmarks (ratios against baselines measured in the same run; starts podman if there)
 #   ./sdc build-images the reference ITF processor images (podman or docker);  ./sdc promote / images
 set -euo pipefail
@@ -35,6 +36,6 @@ case "$cmd" in
     rc=0
     for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b" "$@" || rc=1; done
     exit $rc ;;
-  help|-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) exec "$VENV/bin/python" -m emm_sdc.cli "$cmd" "$@" ;;
 esac

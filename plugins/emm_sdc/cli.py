@@ -3,6 +3,7 @@
     ./sdc demo          run the SDC's main job end to end on embedded services; print a summary
     ./sdc standalone    start Airflow (UI on :8080) on embedded services, with a synthetic delivery
     ./sdc deliver       deliver more synthetic orbits to a running standalone's inbox
+    ./sdc api           the science-files API alone (uvicorn), e.g. behind a deployment's own gateway
     ./sdc migrate       apply catalog migrations using the emm_catalog connection
     ./sdc promote       promote a checked ITF image to production;  ./sdc images: list images and checks
 """
@@ -130,7 +131,10 @@ class Services:
         self.state = state
         self.pg = EmbeddedPostgres(state / "pgdata").start()
         self.s3 = EmbeddedS3().start()
-        self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg)}
+        from emm_sdc.embedded import cognito_env
+
+        self.cognito = cognito_env(self.s3.endpoint)
+        self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg), **self.cognito}
         # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         (state / "services.json").write_text(json.dumps({
@@ -186,6 +190,60 @@ def _deliver_kernels(client: Any, out: Path, first_orbit: int, end_orbit: int, k
                                             version=version, generic=generic)
     deliver(client, "emm-sdc-inbox", get_settings().spice_inbox_prefix, files)
     return files
+
+
+def _api_tour(svc: Services) -> str:
+    """Log in as a team and a public user the way the published clients do, query, download one file each."""
+    import hashlib
+    import threading
+
+    import requests
+    import uvicorn
+
+    from emm_sdc.api.app import Backends, create_app
+    from emm_sdc.api.config import api_settings
+    from emm_sdc.embedded import CATALOG_DB, DEMO_USERS, free_port
+
+    os.environ.update(svc.cognito)
+    api_settings.cache_clear()
+    backends = Backends(lambda: svc.pg.conninfo(CATALOG_DB), svc.s3.client)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(backends), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    lines = [f"API (the same app Airflow's API server mounts at /emm/api) at {base}; Cognito (moto) at "
+             f"{svc.cognito['EMM_COGNITO_ENDPOINT']}, app client {svc.cognito['EMM_COGNITO_CLIENT_ID']}"]
+    try:
+        for user in ("team", "public"):
+            password = DEMO_USERS[user][0]
+            auth = requests.post(svc.cognito["EMM_COGNITO_ENDPOINT"] + "/", timeout=10, headers={
+                "X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth",
+                "Content-Type": "application/x-amz-json-1.1"}, data=json.dumps({
+                    "AuthFlow": "USER_PASSWORD_AUTH", "ClientId": svc.cognito["EMM_COGNITO_CLIENT_ID"],
+                    "AuthParameters": {"USERNAME": user, "PASSWORD": password}}))
+            token = auth.json()["AuthenticationResult"]["AccessToken"]
+            records = requests.get(base + "/science-files-metadata?latest=true", headers={"Authorization": token},
+                                   timeout=60).json()
+            released = sum(r["released"] for r in records)
+            levels = sorted({f"{r['instrument_id']}/{r['data_level']}" for r in records})
+            lines.append(f"  {user:6s} (password {password}): sees {len(records)} latest files ({released} released)"
+                         f"; {', '.join(levels) or 'nothing'}")
+            if records:
+                pick = records[0]
+                url = requests.get(base + "/science-files-download?file_name=" + pick["file_name"],
+                                   headers={"Authorization": token}, timeout=60).text
+                body = requests.get(url, timeout=60).content
+                ok = hashlib.md5(body).hexdigest() == pick["md5checksum"]
+                lines.append(f"         downloaded {pick['file_name']} ({len(body):,} bytes, MD5 "
+                             f"{'matches' if ok else 'DOES NOT MATCH'} the catalog)")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        backends.close()
+    return "\n".join(lines)
 
 
 def _summary(svc: Services, received: int) -> str:
@@ -340,6 +398,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ok &= _run_dags(["emm_spice_refresh", *ingest, *process, "@triggered"], svc.env, state / "logs")
         _say("[6/6] Summary")
         _say(_summary(svc, received))
+        _say("Science-files API: log in, query, download (as the published EMM clients do)")
+        _say(_api_tour(svc))
         _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")
         return 0 if ok else 1
     finally:
@@ -362,6 +422,12 @@ def cmd_standalone(args: argparse.Namespace) -> int:
              "emm_spice_refresh and the ingest DAGs pick them up on their schedule; processing follows on "
              "the L0 Asset events.")
         _say(f"Airflow UI: http://localhost:{args.port}  (user 'admin'; password printed by Airflow below)")
+        from emm_sdc.embedded import DEMO_USERS
+
+        _say(f"Science-files API: http://localhost:{args.port}/emm/api/science-files-metadata (docs at /emm/api/docs)"
+             f"; log in at {svc.cognito['EMM_COGNITO_ENDPOINT']} with app client "
+             f"{svc.cognito['EMM_COGNITO_CLIENT_ID']} as "
+             + ", ".join(f"{u}/{pw} ({', '.join(g)})" for u, (pw, g) in DEMO_USERS.items()))
         _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14;  a reconstructed SPK "
              f"(reprocesses orbit 11's products): ./sdc deliver --state-dir {args.state_dir} --orbits 11 --spk r")
         # Airflow runs in its own process group so that one signal stops every component (scheduler,
@@ -381,6 +447,16 @@ def cmd_standalone(args: argparse.Namespace) -> int:
             return 0
     finally:
         svc.close()
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """The science-files API alone (behind a deployment's own gateway), from the Airflow connections in the env."""
+    import uvicorn
+
+    from emm_sdc.api.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", proxy_headers=True)
+    return 0
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
@@ -453,6 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--state-dir", default=f"{default_state}/standalone")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_standalone)
+    p = sub.add_parser("api", help="the science-files API alone (uvicorn), from the Airflow connections in the env")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081)
+    p.set_defaults(func=cmd_api)
     p = sub.add_parser("deliver", help="deliver synthetic orbits to a running standalone")
     p.add_argument("--state-dir", default=f"{default_state}/standalone")
     p.add_argument("--orbits", type=int, nargs="+", required=True)

@@ -91,6 +91,12 @@ class EmbeddedPostgres:
     def sqlalchemy_url(self, database: str = AIRFLOW_DB) -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
 
+    def conninfo(self, database: str = CATALOG_DB) -> str:
+        """A libpq connection string for ``database``."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(host=self.socket_dir, port=str(self.port), user="postgres", dbname=database)
+
     def connect(self, database: str = CATALOG_DB) -> Any:
         import psycopg
 
@@ -164,3 +170,43 @@ def airflow_env(
     if metadata_db:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = pg.sqlalchemy_url(AIRFLOW_DB)
     return env
+
+
+#: Demo users of the embedded Cognito (embedded services only; never a real deployment's).
+DEMO_USERS = {
+    "team": ("Team-pass-2021", ["emm-team"]),
+    "public": ("Public-pass-2021", ["public"]),
+    "emus-itf": ("Emus-pass-2021", ["itf-emu"]),
+}
+COGNITO_GROUPS = ("emm-team", "public", "itf-exi", "itf-emu", "itf-emr")
+
+
+def cognito_env(endpoint: str, *, pool_name: str = "emm-sdc") -> dict[str, str]:
+    """Create a Cognito user pool, app client, groups and the demo users on moto's server (which already
+    serves S3), and return the ``EMM_COGNITO_*`` settings that make the API verify its tokens."""
+    import boto3
+
+    region = "us-east-1"
+    idp = boto3.client("cognito-idp", endpoint_url=endpoint, region_name=region,
+                       aws_access_key_id="embedded", aws_secret_access_key="embedded")  # noqa: S106 (moto)
+    pool = idp.create_user_pool(PoolName=pool_name)["UserPool"]["Id"]
+    client = idp.create_user_pool_client(
+        UserPoolId=pool, ClientName="emm-api",
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]["ClientId"]
+    for group in COGNITO_GROUPS:
+        idp.create_group(GroupName=group, UserPoolId=pool)
+    for user, (password, groups) in DEMO_USERS.items():
+        idp.admin_create_user(UserPoolId=pool, Username=user, MessageAction="SUPPRESS")
+        idp.admin_set_user_password(UserPoolId=pool, Username=user, Password=password, Permanent=True)
+        for group in groups:
+            idp.admin_add_user_to_group(UserPoolId=pool, Username=user, GroupName=group)
+    issuer = f"https://cognito-idp.{region}.amazonaws.com/{pool}"
+    return {
+        "EMM_COGNITO_REGION": region,
+        "EMM_COGNITO_USER_POOL_ID": pool,
+        "EMM_COGNITO_CLIENT_ID": client,
+        "EMM_COGNITO_ENDPOINT": endpoint,
+        "EMM_COGNITO_ISSUER": issuer,
+        "EMM_COGNITO_JWKS_URL": f"{endpoint}/{pool}/.well-known/jwks.json",
+    }
