@@ -85,3 +85,39 @@ def test_config_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("EMM_CONFIG_DIR", str(tmp_path))
     assert config.config_dir() == tmp_path
     assert config.load_instrument("exi").owner == "exi-itf"
+
+
+def test_release_rules_name_the_level_and_the_rule(tmp_path: Path) -> None:
+    data = yaml.safe_load((SHIPPED / "emus.yaml").read_text())
+    data["release"] = {"levels": ["l1", "l1", "l0"], "min_pred_rec": "r", "include_quicklook": True}
+    bad = tmp_path / "emus.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_config(bad)
+    assert err.value.problems == [
+        ("release.levels.1", "'l1' appears twice"),
+        ("release.levels.2", "'l0' is not a releasable level of emu (one of l1, l2a, l2b, l3)"),
+        ("release.include_quicklook", "emu has no quicklook level"),
+    ]
+    data = yaml.safe_load((SHIPPED / "exi.yaml").read_text())
+    data["release"]["levels"] = ["l1ql"]
+    data["release"]["min_pred_rec"] = "n"
+    bad = tmp_path / "exi.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_config(bad)
+    assert [f for f, _ in err.value.problems] == ["release.min_pred_rec"]
+    data["release"]["min_pred_rec"] = "p"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(config.ConfigError, match=r"release\.levels\.0: 'l1ql' is a quicklook level; set "
+                                                 r"release\.include_quicklook instead"):
+        config.load_config(bad)
+
+
+def test_release_section_is_optional_and_releases_nothing(tmp_path: Path) -> None:
+    data = yaml.safe_load((SHIPPED / "exi.yaml").read_text())
+    del data["release"]
+    (tmp_path / "exi.yaml").write_text(yaml.safe_dump(data))
+    cfg = config.load_config(tmp_path / "exi.yaml")
+    assert cfg.release_levels() == []
+    assert config.load_instrument("exi").release_levels() == ["l1", "l2a", "l1ql"]

@@ -193,6 +193,19 @@ class ProcessingConfig(_Strict):
     chain: list[ChainStep] = Field(min_length=1)
 
 
+class ReleaseConfig(_Strict):
+    """What the quarterly public release takes of this instrument (docs/releases.md).
+
+    ``levels``: product levels released (quicklooks through ``include_quicklook``); empty releases
+    nothing. ``min_pred_rec``: the worst SPICE kernel class a released product may have been made
+    with (``p`` < ``r`` < ``f``); products made without kernels (``n``) are not held to it.
+    """
+
+    levels: list[str] = Field(default_factory=list)
+    min_pred_rec: Literal["p", "r", "f"] = "r"
+    include_quicklook: bool = False
+
+
 class AirflowSettings(_Strict):
     retries: int = Field(default=2, ge=0, le=10)
     retry_delay_minutes: int = Field(default=5, ge=0, le=24 * 60)
@@ -230,6 +243,7 @@ class ItfConfig(_Strict):
     ingest: IngestConfig
     processing: ProcessingConfig
     staging: StagingConfig = StagingConfig()
+    release: ReleaseConfig = ReleaseConfig()
     airflow: AirflowSettings = AirflowSettings()
     notifications: Notifications = Notifications()
 
@@ -264,9 +278,33 @@ class ItfConfig(_Strict):
                         f"chain step (so far: {sorted(made) or 'none'})"
                     )
             made.add(step.level)
+        problems += self._release_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _release_problems(self) -> list[str]:
+        inst, rel = self.instrument, self.release
+        quicklooks = [lv for lv in naming.LEVELS[inst] if lv.endswith("ql")]
+        science = [lv for lv in naming.LEVELS[inst] if lv not in naming.RAW_LEVELS and lv not in quicklooks]
+        problems: list[str] = []
+        for i, level in enumerate(rel.levels):
+            if level in quicklooks:
+                problems.append(f"release.levels.{i}: {level!r} is a quicklook level; set release.include_quicklook "
+                                "instead")
+            elif level not in science:
+                problems.append(f"release.levels.{i}: {level!r} is not a releasable level of {inst} "
+                                f"(one of {', '.join(science)})")
+            elif level in rel.levels[:i]:
+                problems.append(f"release.levels.{i}: {level!r} appears twice")
+        if rel.include_quicklook and not quicklooks:
+            problems.append(f"release.include_quicklook: {inst} has no quicklook level")
+        return problems
+
+    def release_levels(self) -> list[str]:
+        """The levels the public release takes of this instrument (science levels, then quicklooks)."""
+        quicklooks = [lv for lv in naming.LEVELS[self.instrument] if lv.endswith("ql")]
+        return list(self.release.levels) + (quicklooks if self.release.include_quicklook else [])
 
     def classify(self, file_name: str) -> str | None:
         """'science', 'housekeeping' or None for a delivered file name."""
@@ -286,7 +324,7 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "value_error" and msg.startswith(("ingest.", "processing.")):
+        if e["type"] == "value_error" and msg.startswith(("ingest.", "processing.", "release.")):
             # cross-field rules carry their own field paths
             for line in msg.splitlines():
                 fld, _, rest = line.partition(": ")
