@@ -61,10 +61,12 @@ def cmd_dagtest(args: argparse.Namespace) -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     from emm_sdc.factory import instrument_dags
+    from emm_sdc.pipeline.release import build_release_dag
     from emm_sdc.pipeline.spice import build_spice_refresh_dag
     from emm_sdc.pipeline.staging import build_promote_dag
 
-    dags = {"emm_image_promote": build_promote_dag(), "emm_spice_refresh": build_spice_refresh_dag()}
+    dags = {"emm_image_promote": build_promote_dag(), "emm_spice_refresh": build_spice_refresh_dag(),
+            "emm_public_release": build_release_dag()}
     for inst in INSTRUMENTS:
         dags.update(instrument_dags(inst))
     ok = True
@@ -396,6 +398,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         deliver(svc.client, "emm-sdc-inbox", "inbox/emr/", [conflict])
         received += len(again["valid"]) + len(better) + 2
         ok &= _run_dags(["emm_spice_refresh", *ingest, *process, "@triggered"], svc.env, state / "logs")
+        _say("      Public release of batch 2 (observations of Jun-Aug 2021; the ITF YAMLs release r/f products)")
+        ok &= _run_dags(['emm_public_release={"batch": 2}'], svc.env, state / "logs")
         _say("[6/6] Summary")
         _say(_summary(svc, received))
         _say("Science-files API: log in, query, download (as the published EMM clients do)")

@@ -45,6 +45,9 @@ PRODUCTS = [
     ("emm_emu_l2a_20210801t000000_0090_os2_sw1of3_f_v02-00.fits.gz", (145.0, 9.0, 0.0, 0.0, 25000.0, 24.0, 100.0),
      False),
     ("emm_emu_l0_20210801t000000_0090_os2_n_v01-00.bin", (None,) * 7, False),
+    # released, then remade: the public's latest is the released v01-00 until v01-01 is released
+    ("emm_emr_l1_20210226t000000_0013_r_v01-00.fits", (300.0, 18.0, 60.0, 270.0, 50000.0, -20.0, 50.0), True),
+    ("emm_emr_l1_20210226t000000_0013_r_v01-01.fits", (300.0, 18.0, 60.0, 270.0, 50000.0, -20.0, 50.0), False),
 ]
 
 

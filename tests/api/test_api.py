@@ -15,11 +15,11 @@ import requests
 from emm_sdc.api.config import api_settings
 from tests.api.conftest import PRODUCTS, Api, login
 
-TEAM_LATEST = {
-    # every product but the superseded v00-01 and the L0 is "latest"; HK is never served
-    n for n, _, _ in PRODUCTS if n != "emm_emr_l2_20210315t044030_0024_r_v00-01.fits"
-}
+SUPERSEDED = {"emm_emr_l2_20210315t044030_0024_r_v00-01.fits", "emm_emr_l1_20210226t000000_0013_r_v01-00.fits"}
+TEAM_LATEST = {n for n, _, _ in PRODUCTS if n not in SUPERSEDED}
 RELEASED = {n for n, _, released in PRODUCTS if released}
+#: what the public sees with latest=true: the newest *released* version of each product
+PUBLIC_LATEST = (RELEASED & TEAM_LATEST) | {"emm_emr_l1_20210226t000000_0013_r_v01-00.fits"}
 
 
 def names(api: Api, query: str, user: str = "team") -> set[str]:
@@ -43,7 +43,8 @@ def names(api: Api, query: str, user: str = "team") -> set[str]:
     ("pred_rec=f,n", {"emm_emu_l2a_20210801t000000_0090_os2_sw1of3_f_v02-00.fits.gz",
                       "emm_emu_l0_20210801t000000_0090_os2_n_v01-00.bin"}),
     ("orbit_num=13", {"emm_emr_l1_20210224t095920_0013_r_v01-00.fits",
-                      "emm_emr_l1_20210225t005800_0013_r_v01-00.fits"}),
+                      "emm_emr_l1_20210225t005800_0013_r_v01-00.fits",
+                      "emm_emr_l1_20210226t000000_0013_r_v01-01.fits"}),
     ("orbit_num=24&latest=false", {"emm_emr_l2_20210315t044030_0024_r_v00-01.fits",
                                    "emm_emr_l2_20210315t044030_0024_r_v00-02.fits",
                                    "emm_emr_l2_20210316t120000_0024_p_v00-01.fits"}),
@@ -83,9 +84,13 @@ def test_results_are_newest_first(api: Api) -> None:
 
 def test_team_public_and_itf_visibility(api: Api) -> None:
     assert names(api, "") == TEAM_LATEST
-    assert names(api, "", "public") == RELEASED & TEAM_LATEST
+    assert names(api, "", "public") == PUBLIC_LATEST
     emus_unreleased = {n for n, _, r in PRODUCTS if n.startswith("emm_emu_") and not r}
-    assert names(api, "", "emus-itf") == (RELEASED & TEAM_LATEST) | emus_unreleased
+    assert names(api, "", "emus-itf") == PUBLIC_LATEST | emus_unreleased
+    # the remade version is the team's latest, not yet the public's
+    assert names(api, "start_date=2021-02-26&end_date=2021-02-27") == {"emm_emr_l1_20210226t000000_0013_r_v01-01.fits"}
+    assert names(api, "start_date=2021-02-26&end_date=2021-02-27", "public") == {
+        "emm_emr_l1_20210226t000000_0013_r_v01-00.fits"}
 
 
 def test_a_file_one_may_not_see_is_404_not_403(api: Api) -> None:
@@ -105,7 +110,7 @@ def test_anonymous_only_when_allowed(api: Api, monkeypatch: pytest.MonkeyPatch) 
     api_settings.cache_clear()
     try:
         r = api.get("/science-files-metadata")
-        assert r.status_code == 200 and {x["file_name"] for x in r.json()} == RELEASED & TEAM_LATEST
+        assert r.status_code == 200 and {x["file_name"] for x in r.json()} == PUBLIC_LATEST
     finally:
         monkeypatch.delenv("EMM_API_ALLOW_ANONYMOUS")
         api_settings.cache_clear()

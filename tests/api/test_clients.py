@@ -37,7 +37,8 @@ def test_python_client_workflow(api: Api) -> None:
     names = [x["file_name"] for x in records]
     # latest=true: v00-02 replaces v00-01; newest timetag first
     assert names == ["emm_emr_l2_20210316t120000_0024_p_v00-01.fits", "emm_emr_l2_20210315t044030_0024_r_v00-02.fits",
-                     "emm_emr_l1_20210225t005800_0013_r_v01-00.fits", "emm_emr_l1_20210224t095920_0013_r_v01-00.fits"]
+                     "emm_emr_l1_20210226t000000_0013_r_v01-01.fits", "emm_emr_l1_20210225t005800_0013_r_v01-00.fits",
+                     "emm_emr_l1_20210224t095920_0013_r_v01-00.fits"]
     rec = records[1]
     assert tuple(rec) == FIELDS and len(FIELDS) == 25
     row = api.rows[rec["file_name"]]

@@ -34,10 +34,12 @@ WHERE f.product_type <> 'hk'
   AND (%(sslon_hi)s::float8 IS NULL OR f.subsolar_lon <= %(sslon_hi)s::float8)
   -- who may see what: released files for everyone, everything for the team, an ITF's own instrument
   AND (%(see_all)s OR f.released OR f.instrument_id = ANY(%(own_instruments)s::text[]))
-  -- latest=true: no newer version of the same file root exists
+  -- latest=true: no newer version of the same file root that this caller may see (the public's latest is the
+  -- newest *released* version, even while a newer revision waits for the next release)
   AND (NOT %(latest)s OR NOT EXISTS (
         SELECT 1 FROM science_files n
-        WHERE n.file_root = f.file_root AND n.absolute_version > f.absolute_version))
+        WHERE n.file_root = f.file_root AND n.absolute_version > f.absolute_version
+          AND (%(see_all)s OR n.released OR n.instrument_id = ANY(%(own_instruments)s::text[]))))
 ORDER BY f.timetag DESC, f.id DESC
 LIMIT %(limit)s;
 
