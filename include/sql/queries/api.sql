@@ -52,3 +52,40 @@ WHERE instrument_id = ANY(%(instrument_ids)s::text[])
   AND (%(run_id)s::bigint IS NULL OR id = %(run_id)s::bigint)
 ORDER BY started_at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: api_versions_of
+-- Every version of a file's root that the caller may see, newest first.
+SELECT v.file_name, v.version, v.revision, v.absolute_version, v.pred_rec, v.released
+FROM science_files v
+WHERE v.file_root = (SELECT file_root FROM science_files WHERE file_name = %(file_name)s)
+  AND (%(see_all)s OR v.released OR v.instrument_id = ANY(%(own_instruments)s::text[]))
+ORDER BY v.absolute_version DESC, v.id DESC;
+
+-- name: api_lineage_of
+-- The inputs a file was made from and the products made from it, that the caller may see.
+SELECT 'input' AS direction, i.file_name FROM lineage l JOIN science_files i ON i.id = l.input_id
+WHERE l.product_id = %(id)s AND (%(see_all)s OR i.released OR i.instrument_id = ANY(%(own_instruments)s::text[]))
+UNION ALL
+SELECT 'output' AS direction, o.file_name FROM lineage l JOIN science_files o ON o.id = l.product_id
+WHERE l.input_id = %(id)s AND (%(see_all)s OR o.released OR o.instrument_id = ANY(%(own_instruments)s::text[]))
+ORDER BY 1, 2;
+
+-- name: api_run_of
+-- The processing run that made a file (none for MOC deliveries).
+SELECT r.id, r.dag_id, r.dag_run_id, r.processor_name, r.processor_version, r.image, r.runner, r.status,
+       r.started_at, r.ended_at, r.meta_kernel, f.pred_rec AS kernel_class
+FROM science_files f JOIN processing_runs r ON r.id = f.processing_run_id
+WHERE f.id = %(id)s;
+
+-- name: api_quicklooks_of
+-- For each named file, the newest PNG quicklook of the same observation (instrument, start time and, where the
+-- quicklook has one, descriptor) that the caller may see; a PNG quicklook is its own.
+SELECT DISTINCT ON (f.file_name) f.file_name, q.file_name AS quicklook, q.bucket, q.s3_key
+FROM science_files f
+JOIN science_files q ON q.instrument_id = f.instrument_id AND q.timetag = f.timetag
+                    AND q.product_type = 'quicklook' AND q.file_name LIKE '%%.png'
+                    AND (q.descriptor IS NULL OR q.descriptor = f.descriptor)
+WHERE f.file_name = ANY(%(file_names)s::text[])
+  AND (%(see_all)s OR f.released OR f.instrument_id = ANY(%(own_instruments)s::text[]))
+  AND (%(see_all)s OR q.released OR q.instrument_id = ANY(%(own_instruments)s::text[]))
+ORDER BY f.file_name, (q.file_name = f.file_name) DESC, q.absolute_version DESC;

@@ -8,6 +8,8 @@ Routes (GET only, as the real clients use):
 * ``/upload?file_name=``: for ITF members, a presigned PUT URL into their inbox
   (the file then goes through the normal ingest).
 * ``/processing-logs``: processing runs and their logs, for ITF members and the team.
+* ``/science-file-details?file_name=`` and ``/quicklook-urls?file_names=``: what the web page shows
+  around a file (versions, lineage, processing run, quicklooks).
 * ``/health``: no auth.
 
 Airflow does not authenticate plugin apps; every route but ``/health`` does
@@ -17,6 +19,7 @@ response carries ``X-Request-ID``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -40,6 +43,7 @@ from emm_sdc.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 TOO_MANY = ("Too many files found in API query ({n} or more; the limit is {limit}). Please narrow the search, "
             "for example with start_date/end_date to search a few months at a time.")
 
@@ -203,6 +207,57 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         return PlainTextResponse(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                                            ExpiresIn=ttl))
 
+    def visibility(who: Principal) -> dict[str, Any]:
+        return {"see_all": who.team, "own_instruments": list(who.itf_instruments)}
+
+    def presign(s3: Any, bucket: str, key: str) -> str:
+        return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                         ExpiresIn=settings().url_ttl_s)
+
+    @app.get("/science-file-details")
+    def details(request: Request) -> JSONResponse:
+        """One file with everything around it: its record, all versions of its root (latest marked), its
+        inputs and outputs, the processing run that made it, and its quicklook (for the web page)."""
+        who = caller(request)
+        p = params_of(request, allow_file_name=True)
+        if has_filters(p) or any(v is not None for k, v in p.items() if k not in ("file_names", "latest")):
+            raise ApiError(400, "science-file-details takes one parameter: file_name")
+        rows = matches(p, who)
+        if not rows:
+            raise ApiError(404, f"no file named {p['file_names'][0]} is available to you")
+        row, vis = rows[0], visibility(who)
+        record = json.loads(row["record"])
+        versions = be.query("api_versions_of", {"file_name": row["file_name"], **vis})
+        lineage = be.query("api_lineage_of", {"id": record["id"], **vis})
+        runs = be.query("api_run_of", {"id": record["id"]})
+        quicklooks = be.query("api_quicklooks_of", {"file_names": [row["file_name"]], **vis})
+        s3 = be.s3()
+        return JSONResponse({
+            "record": record,
+            "versions": [{**v, "latest": i == 0} for i, v in enumerate(versions)],
+            "inputs": [r["file_name"] for r in lineage if r["direction"] == "input"],
+            "outputs": [r["file_name"] for r in lineage if r["direction"] == "output"],
+            "processing_run": {k: (str(v) if isinstance(v, datetime) else v) for k, v in runs[0].items()}
+            if runs else None,
+            "quicklooks": [{"file_name": q["quicklook"], "url": presign(s3, q["bucket"], q["s3_key"])}
+                           for q in quicklooks],
+        })
+
+    @app.get("/quicklook-urls")
+    def quicklook_urls(request: Request) -> JSONResponse:
+        """Presigned URLs of the PNG quicklooks of the named files' observations (thumbnails)."""
+        who = caller(request)
+        items = dict(request.query_params.multi_items())
+        unknown = sorted(set(items) - {"file_names", ""})
+        if unknown:
+            raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid parameters: file_names")
+        wanted = [n for n in items.get("file_names", "").split(",") if n]
+        if not wanted or len(wanted) > MAX_QUICKLOOK_NAMES or not all(_FILE_NAME.match(n) for n in wanted):
+            raise ApiError(400, f"file_names: 1 to {MAX_QUICKLOOK_NAMES} comma-separated EMM file names")
+        s3 = be.s3()
+        rows = be.query("api_quicklooks_of", {"file_names": wanted, **visibility(who)})
+        return JSONResponse({r["file_name"]: presign(s3, r["bucket"], r["s3_key"]) for r in rows})
+
     @app.get("/upload")
     def upload(request: Request) -> PlainTextResponse:
         """For ``itf-<inst>`` members: a presigned PUT URL for a Level 3 product (or its .md5 sidecar)."""
@@ -273,3 +328,5 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
 
 #: Levels an ITF may upload itself (its own higher-level products).
 UPLOAD_LEVELS = ("l3",)
+#: Most file names one thumbnail request may name (a page of results).
+MAX_QUICKLOOK_NAMES = 200
