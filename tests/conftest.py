@@ -35,6 +35,8 @@ os.environ.update({
 #: instead of skipping them. EMM_SKIP_CONTAINERS=1 (the opt-out) skips them even when an engine is there.
 REQUIRE_CONTAINERS = os.environ.get("EMM_REQUIRE_CONTAINERS") == "1"
 SKIP_CONTAINERS = os.environ.get("EMM_SKIP_CONTAINERS") == "1"
+#: EMM_SKIP_BROWSER=1 (the opt-out) skips the browser tests instead of failing them when Chromium is missing.
+SKIP_BROWSER = os.environ.get("EMM_SKIP_BROWSER") == "1"
 for _var in [v for v in os.environ if v.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "EMM_"))]:
     if _var != "EMM_PROJECT_ROOT":
         del os.environ[_var]

@@ -432,6 +432,8 @@ def cmd_standalone(args: argparse.Namespace) -> int:
              f"; log in at {svc.cognito['EMM_COGNITO_ENDPOINT']} with app client "
              f"{svc.cognito['EMM_COGNITO_CLIENT_ID']} as "
              + ", ".join(f"{u}/{pw} ({', '.join(g)})" for u, (pw, g) in DEMO_USERS.items()))
+        _say(f"Science data page: http://localhost:{args.port}/emm/  (log in as "
+             + ", ".join(f"{u}/{pw}" for u, (pw, _g) in DEMO_USERS.items()) + ")")
         _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14;  a reconstructed SPK "
              f"(reprocesses orbit 11's products): ./sdc deliver --state-dir {args.state_dir} --orbits 11 --spk r")
         # Airflow runs in its own process group so that one signal stops every component (scheduler,

@@ -192,8 +192,10 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
             if not rows:
                 raise ApiError(404, f"no file named {p['file_names'][0]} is available to you")
             row = rows[0]
-            url = s3.generate_presigned_url("get_object", Params={"Bucket": row["bucket"], "Key": row["s3_key"]},
-                                            ExpiresIn=ttl)
+            url = s3.generate_presigned_url("get_object", ExpiresIn=ttl, Params={
+                "Bucket": row["bucket"], "Key": row["s3_key"],
+                # a browser saves the file (under its name) whatever content type the object has
+                "ResponseContentDisposition": f'attachment; filename="{row["file_name"]}"'})
             return PlainTextResponse(url)
         if not rows:
             raise ApiError(404, "No files were found matching the search parameters.")
