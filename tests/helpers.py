@@ -6,6 +6,7 @@ import copy
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +79,30 @@ def archive_state(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:
     return keys
 
 
-def make_world(tmp: Path, pg_server: Any, s3_server: Any,
-               edit: Callable[[str, dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
-    """A catalog database, buckets and config copies for one test module, wired into the environment."""
+def new_catalog_and_buckets(pg_server: Any, s3_server: Any, tag: str) -> tuple[str, Any, Any, dict[str, str]]:
+    """A fresh, migrated catalog database and fresh inbox/archive buckets (names carry ``tag``)."""
     from emm_sdc.core import catalog
-    from emm_sdc.core.settings import get_settings
-    from emm_sdc.embedded import aws_conn_json
 
-    mp = pytest.MonkeyPatch()
     n = next(_n)
-    db = f"emm_world_{os.getpid()}_{n}"
+    db = f"emm_{tag}_{os.getpid()}_{n}"
     pg_server._server.psql(f'CREATE DATABASE "{db}";')
     conn = pg_server.connect(db)
     catalog.migrate(conn)
     client = s3_server.client()
-    buckets = {"inbox": f"emm-world-inbox-{n}", "archive": f"emm-world-archive-{n}"}
+    buckets = {"inbox": f"emm-{tag}-inbox-{n}", "archive": f"emm-{tag}-archive-{n}"}
     for b in buckets.values():
         client.create_bucket(Bucket=b)
+    return db, conn, client, buckets
+
+
+def make_world(tmp: Path, pg_server: Any, s3_server: Any,
+               edit: Callable[[str, dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
+    """A catalog database, buckets and config copies for one test module, wired into the environment."""
+    from emm_sdc.core.settings import get_settings
+    from emm_sdc.embedded import aws_conn_json
+
+    mp = pytest.MonkeyPatch()
+    db, conn, client, buckets = new_catalog_and_buckets(pg_server, s3_server, "world")
     configs = write_configs(tmp / "configs", edit)
     mp.setenv("AIRFLOW_CONN_EMM_CATALOG", pg_server.conn_json(db))
     mp.setenv("AIRFLOW_CONN_EMM_S3", aws_conn_json(s3_server.endpoint))
@@ -118,3 +126,58 @@ def keep_world_dirs(monkeypatch: pytest.MonkeyPatch, world: dict[str, Any]) -> N
     monkeypatch.setenv("EMM_WORK_DIR", str(world["tmp"] / "work"))
     monkeypatch.setenv("EMM_KERNEL_DIR", str(world["tmp"] / "kernels"))
     get_settings.cache_clear()
+
+
+@contextmanager
+def dissemination_world(pg_server: Any, s3_server: Any, tag: str) -> Iterator[dict[str, Any]]:
+    """A catalog database, buckets and a Cognito user pool (moto) wired into the environment, for the API and
+    page tests; torn down afterwards. Yields db, conn, cat, client, buckets and cognito (the EMM_COGNITO_* env)."""
+    from emm_sdc.api.config import api_settings
+    from emm_sdc.core.settings import get_settings
+    from emm_sdc.embedded import aws_conn_json, cognito_env
+
+    mp = pytest.MonkeyPatch()
+    db, conn, client, buckets = new_catalog_and_buckets(pg_server, s3_server, tag)
+    cognito = cognito_env(s3_server.endpoint, pool_name=f"emm-{db.replace('_', '-')}")
+    env = {**cognito, "EMM_INBOX_BUCKET": buckets["inbox"], "EMM_ARCHIVE_BUCKET": buckets["archive"],
+           "AIRFLOW_CONN_EMM_S3": aws_conn_json(s3_server.endpoint),
+           "AIRFLOW_CONN_EMM_CATALOG": pg_server.conn_json(db)}
+    for k, v in env.items():
+        mp.setenv(k, v)
+    mp.delenv("EMM_API_ALLOW_ANONYMOUS", raising=False)
+    api_settings.cache_clear()
+    get_settings.cache_clear()
+    try:
+        yield {"db": db, "conn": conn, "cat": Catalog(conn), "client": client, "buckets": buckets,
+               "cognito": cognito}
+    finally:
+        mp.undo()
+        api_settings.cache_clear()
+        get_settings.cache_clear()
+        conn.close()
+        pg_server._server.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE);')
+
+
+@contextmanager
+def served(app: Any) -> Iterator[int]:
+    """An ASGI app served by uvicorn on a free loopback port (yielded) until the block ends."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from emm_sdc.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -9,10 +9,6 @@ on loopback (the same app Airflow's API server mounts).
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +17,10 @@ import pytest
 import requests
 
 from emm_sdc.api.app import Backends, create_app
-from emm_sdc.api.config import api_settings
 from emm_sdc.core import catalog, naming
 from emm_sdc.core.catalog import Catalog, file_record
-from emm_sdc.core.settings import get_settings
-from emm_sdc.embedded import DEMO_USERS, aws_conn_json, cognito_env, free_port
-
-_n = itertools.count()
+from emm_sdc.embedded import DEMO_USERS
+from tests.helpers import dissemination_world, served
 
 #: (name, geometry (Ls, LST h, lat, lon, alt, sslat, sslon), released)
 PRODUCTS = [
@@ -87,63 +80,29 @@ def _geometry(values: tuple[Any, ...]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api(pg_server: Any, s3_server: Any) -> Iterator[Api]:
-    import uvicorn
-
-    mp = pytest.MonkeyPatch()
-    n = next(_n)
-    db = f"emm_api_{os.getpid()}_{n}"
-    pg_server._server.psql(f'CREATE DATABASE "{db}";')
-    conn = pg_server.connect(db)
-    catalog.migrate(conn)
-    cat = Catalog(conn)
-    client = s3_server.client()
-    buckets = {"inbox": f"emm-api-inbox-{n}", "archive": f"emm-api-archive-{n}"}
-    for b in buckets.values():
-        client.create_bucket(Bucket=b)
-    cognito = cognito_env(s3_server.endpoint, pool_name=f"emm-test-{n}")
-    env = {**cognito, "EMM_INBOX_BUCKET": buckets["inbox"], "EMM_ARCHIVE_BUCKET": buckets["archive"],
-           "AIRFLOW_CONN_EMM_S3": aws_conn_json(s3_server.endpoint),
-           "AIRFLOW_CONN_EMM_CATALOG": pg_server.conn_json(db)}
-    for k, v in env.items():
-        mp.setenv(k, v)
-    api_settings.cache_clear()
-    get_settings.cache_clear()
-
-    rows: dict[str, dict[str, Any]] = {}
-    data: dict[str, bytes] = {}
-    for i, (name, geom, released) in enumerate(PRODUCTS):
-        parsed = naming.parse(name)
-        body = f"{name} #{i}\n".encode() * 50
-        md5 = hashlib.md5(body).hexdigest()
-        record = file_record(parsed, size=len(body), md5=md5, bucket=buckets["archive"], geometry=_geometry(geom))
-        client.put_object(Bucket=buckets["archive"], Key=record["s3_key"], Body=body, Metadata={"md5": md5})
-        cat.archive_delivery(record, inbox_key="inbox/" + name, dag_id="t", dag_run_id="t")
-        if released:
-            _release(conn, name)
-        rows[name] = cat.get_file(name)
-        data[name] = body
-
-    backends = Backends(lambda: pg_server.conninfo(db), s3_server.client)
-    app = create_app(backends)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API server did not start"
-    tokens = {u: login(cognito, u, pw).json()["AuthenticationResult"]["AccessToken"]
-              for u, (pw, _groups) in DEMO_USERS.items()}
-    yield Api(f"http://127.0.0.1:{port}", cognito, cat, client, buckets, rows, data, tokens)
-    server.should_exit = True
-    thread.join(10)
-    backends.close()
-    mp.undo()
-    api_settings.cache_clear()
-    get_settings.cache_clear()
-    conn.close()
-    pg_server._server.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE);')
+    with dissemination_world(pg_server, s3_server, "api") as w:
+        cat, client, buckets, cognito = w["cat"], w["client"], w["buckets"], w["cognito"]
+        rows: dict[str, dict[str, Any]] = {}
+        data: dict[str, bytes] = {}
+        for i, (name, geom, released) in enumerate(PRODUCTS):
+            parsed = naming.parse(name)
+            body = f"{name} #{i}\n".encode() * 50
+            md5 = hashlib.md5(body).hexdigest()
+            record = file_record(parsed, size=len(body), md5=md5, bucket=buckets["archive"], geometry=_geometry(geom))
+            client.put_object(Bucket=buckets["archive"], Key=record["s3_key"], Body=body, Metadata={"md5": md5})
+            cat.archive_delivery(record, inbox_key="inbox/" + name, dag_id="t", dag_run_id="t")
+            if released:
+                _release(w["conn"], name)
+            rows[name] = cat.get_file(name)
+            data[name] = body
+        backends = Backends(lambda: pg_server.conninfo(w["db"]), s3_server.client)
+        try:
+            with served(create_app(backends)) as port:
+                tokens = {u: login(cognito, u, pw).json()["AuthenticationResult"]["AccessToken"]
+                          for u, (pw, _groups) in DEMO_USERS.items()}
+                yield Api(f"http://127.0.0.1:{port}", cognito, cat, client, buckets, rows, data, tokens)
+        finally:
+            backends.close()
 
 
 def _release(conn: Any, name: str) -> None:

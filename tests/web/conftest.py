@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import math
 import os
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,20 +26,18 @@ import pytest
 
 from emm_sdc.api.app import Backends
 from emm_sdc.api.app import create_app as create_api
-from emm_sdc.api.config import api_settings
 from emm_sdc.core import catalog, naming
 from emm_sdc.core.catalog import Catalog, file_record
-from emm_sdc.core.settings import get_settings
-from emm_sdc.embedded import DEMO_USERS, aws_conn_json, cognito_env, free_port
+from emm_sdc.embedded import DEMO_USERS
 from emm_sdc.web.app import create_app as create_page
 from tests.api.conftest import PRODUCTS
+from tests.helpers import dissemination_world, served
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_SCREENSHOT = ROOT / "docs" / "images" / "science-search.png"
-_n = itertools.count()
 
 # An EMUS L1 made from the L0 by a processing run; an EMIRS quicklook made from the L2 (lineage both ways).
 EMU_L0 = "emm_emu_l0_20210801t000000_0090_os2_n_v01-00.bin"
@@ -152,20 +147,6 @@ def _release(cat: Catalog, names: list[str]) -> None:
         cur.execute("UPDATE science_files SET released = true WHERE file_name = ANY(%(n)s)", {"n": names})
 
 
-def _serve(app: Any) -> tuple[Any, threading.Thread, int]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the web server did not start"
-    return server, thread, port
-
-
 _RUN: dict[str, Path] = {}
 
 
@@ -193,71 +174,43 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def site(pg_server: Any, s3_server: Any, screenshots: Path) -> Iterator[Site]:
     from fastapi import FastAPI
 
-    mp = pytest.MonkeyPatch()
-    n = next(_n)
-    db = f"emm_web_{os.getpid()}_{n}"
-    pg_server._server.psql(f'CREATE DATABASE "{db}";')
-    conn = pg_server.connect(db)
-    catalog.migrate(conn)
-    cat = Catalog(conn)
-    client = s3_server.client()
-    buckets = {"inbox": f"emm-web-inbox-{n}", "archive": f"emm-web-archive-{n}"}
-    for b in buckets.values():
-        client.create_bucket(Bucket=b)
-    cognito = cognito_env(s3_server.endpoint, pool_name=f"emm-web-{n}")
-    env = {**cognito, "EMM_INBOX_BUCKET": buckets["inbox"], "EMM_ARCHIVE_BUCKET": buckets["archive"],
-           "AIRFLOW_CONN_EMM_S3": aws_conn_json(s3_server.endpoint),
-           "AIRFLOW_CONN_EMM_CATALOG": pg_server.conn_json(db)}
-    for k, v in env.items():
-        mp.setenv(k, v)
-    mp.delenv("EMM_API_ALLOW_ANONYMOUS", raising=False)
-    api_settings.cache_clear()
-    get_settings.cache_clear()
+    with dissemination_world(pg_server, s3_server, "web") as w:
+        cat, client, buckets, cognito = w["cat"], w["client"], w["buckets"], w["cognito"]
+        archive = buckets["archive"]
+        products: dict[str, Product] = {}
+        for i, (name, geom, rel) in enumerate(PRODUCTS):
+            products[name] = _put(client, archive, cat, name, f"{name} #{i}\n".encode() * 50, _geometry(geom))
+            products[name].released = rel
+        for i, (name, geom, rel, inputs) in enumerate(EXTRAS):
+            body = _png(i) if name.endswith(".png") else f"{name}\n".encode() * 80
+            run_id = None
+            if inputs is not None:
+                parsed = naming.parse(name)
+                run_id = cat.start_run(
+                    dag_id=f"emm_{parsed.instrument}_process", dag_run_id=f"asset_triggered__2021-08-0{i}",
+                    task_id="unit.run", map_index=0, try_number=1, instrument_id=parsed.instrument,
+                    data_level=parsed.level, work_unit=f"orbit-{parsed.orbit:04d}", runner="docker",
+                    processor_name=f"emm-{parsed.instrument}-ref", processor_version="1.2.0",
+                    image=f"localhost/emm-{parsed.instrument}-ref:1.2.0", environment="production",
+                    meta_kernel="emm_meta_v0003.tm", reason="new L0", started_at=datetime.now(UTC))
+            products[name] = _put(client, archive, cat, name, body, _geometry(geom), run_id, inputs or ())
+            products[name].released = rel
+        for i in range(N_BULK):
+            name, geom, rel = _bulk(i)
+            products[name] = _put(client, archive, cat, name, f"{name}\n".encode() * 4, _geometry(geom))
+            products[name].released = rel
+        _release(cat, [p.name for p in products.values() if p.released])
 
-    archive = buckets["archive"]
-    products: dict[str, Product] = {}
-    released: list[str] = []
-    for i, (name, geom, rel) in enumerate(PRODUCTS):
-        products[name] = _put(client, archive, cat, name, f"{name} #{i}\n".encode() * 50, _geometry(geom))
-        products[name].released = rel
-    for i, (name, geom, rel, inputs) in enumerate(EXTRAS):
-        body = _png(i) if name.endswith(".png") else f"{name}\n".encode() * 80
-        run_id = None
-        if inputs is not None:
-            parsed = naming.parse(name)
-            run_id = cat.start_run(
-                dag_id=f"emm_{parsed.instrument}_process", dag_run_id=f"asset_triggered__2021-08-0{i}",
-                task_id="unit.run", map_index=0, try_number=1, instrument_id=parsed.instrument,
-                data_level=parsed.level, work_unit=f"orbit-{parsed.orbit:04d}", runner="docker",
-                processor_name=f"emm-{parsed.instrument}-ref", processor_version="1.2.0",
-                image=f"localhost/emm-{parsed.instrument}-ref:1.2.0", environment="production",
-                meta_kernel="emm_meta_v0003.tm", reason="new L0", started_at=datetime.now(UTC))
-        products[name] = _put(client, archive, cat, name, body, _geometry(geom), run_id, inputs or ())
-        products[name].released = rel
-    for i in range(N_BULK):
-        name, geom, rel = _bulk(i)
-        products[name] = _put(client, archive, cat, name, f"{name}\n".encode() * 4, _geometry(geom))
-        products[name].released = rel
-    released = [p.name for p in products.values() if p.released]
-    _release(cat, released)
-
-    backends = Backends(lambda: pg_server.conninfo(db), s3_server.client)
-    root = FastAPI()
-    root.mount("/emm/api", create_api(backends))  # before /emm: mounts match prefixes in order
-    root.mount("/emm", create_page())
-    server, thread, port = _serve(root)
-    base = f"http://127.0.0.1:{port}"
-    yield Site(f"{base}/emm/", f"{base}/emm/api", cognito, cat, client, buckets, products, screenshots)
-    server.should_exit = True
-    thread.join(10)
-    backends.close()
-    mp.undo()
-    api_settings.cache_clear()
-    get_settings.cache_clear()
-    conn.close()
-    pg_server._server.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE);')
-
-
+        backends = Backends(lambda: pg_server.conninfo(w["db"]), s3_server.client)
+        root = FastAPI()
+        root.mount("/emm/api", create_api(backends))  # before /emm: mounts match prefixes in order
+        root.mount("/emm", create_page())
+        try:
+            with served(root) as port:
+                base = f"http://127.0.0.1:{port}"
+                yield Site(f"{base}/emm/", f"{base}/emm/api", cognito, cat, client, buckets, products, screenshots)
+        finally:
+            backends.close()
 def _skip_browser() -> bool:
     """EMM_SKIP_BROWSER=1 (read by tests/conftest.py before it clears EMM_* variables)."""
     import tests.conftest as root

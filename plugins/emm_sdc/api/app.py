@@ -209,6 +209,14 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         return PlainTextResponse(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                                            ExpiresIn=ttl))
 
+    def only(request: Request, *names: str) -> dict[str, str]:
+        """The query of a route that takes just ``names`` (400 naming any other)."""
+        items = dict(request.query_params.multi_items())
+        unknown = sorted(set(items) - {*names, ""})
+        if unknown:
+            raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid parameters: {', '.join(names)}")
+        return items
+
     def visibility(who: Principal) -> dict[str, Any]:
         return {"see_all": who.team, "own_instruments": list(who.itf_instruments)}
 
@@ -249,10 +257,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
     def quicklook_urls(request: Request) -> JSONResponse:
         """Presigned URLs of the PNG quicklooks of the named files' observations (thumbnails)."""
         who = caller(request)
-        items = dict(request.query_params.multi_items())
-        unknown = sorted(set(items) - {"file_names", ""})
-        if unknown:
-            raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid parameters: file_names")
+        items = only(request, "file_names")
         wanted = [n for n in items.get("file_names", "").split(",") if n]
         if not wanted or len(wanted) > MAX_QUICKLOOK_NAMES or not all(_FILE_NAME.match(n) for n in wanted):
             raise ApiError(400, f"file_names: 1 to {MAX_QUICKLOOK_NAMES} comma-separated EMM file names")
@@ -266,10 +271,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         from emm_sdc.core.config import load_instrument
 
         who = caller(request)
-        items = dict(request.query_params.multi_items())
-        unknown = sorted(set(items) - {"file_name", ""})
-        if unknown:
-            raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid parameters: file_name")
+        items = only(request, "file_name")
         name = items.get("file_name", "")
         base = name.removesuffix(naming.SIDECAR_SUFFIX)
         parsed, problems = naming.problems_in(base)
@@ -301,10 +303,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         allowed = who.log_instruments()
         if not allowed:
             raise ApiError(404, "no processing logs are available to you")
-        items = dict(request.query_params.multi_items())
-        unknown = sorted(set(items) - {"instrument_id", "run_id", ""})
-        if unknown:
-            raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid parameters: instrument_id, run_id")
+        items = only(request, "instrument_id", "run_id")
         wanted = [i for i in (items.get("instrument_id") or ",".join(allowed)).split(",") if i]
         if any(i not in allowed for i in wanted):
             raise ApiError(404, "no processing logs are available to you for that instrument")
