@@ -24,9 +24,10 @@ from emm_sdc.core.archiving import Archiver, RunContext
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import load_instrument
 from emm_sdc.core.jobs import JobSpec
+from emm_sdc.core.product_writes import sweep_stale_runs
 from emm_sdc.core.settings import project_root
 from emm_sdc.core.storage import Storage
-from emm_sdc.pipeline.process import collect_job, prepare_job, sweep_stale_runs
+from emm_sdc.pipeline.process import collect_job, prepare_job
 from emm_sdc.runners.local import JobFailed, run_local
 from tests.faults.conftest import ingest
 from tests.faults.harness import Actor, World, kill_this_process

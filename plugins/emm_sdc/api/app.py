@@ -43,7 +43,6 @@ from emm_sdc.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 TOO_MANY = ("Too many files found in API query ({n} or more; the limit is {limit}). Please narrow the search, "
             "for example with start_date/end_date to search a few months at a time.")
 
@@ -160,10 +159,19 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         except BadQuery as exc:
             raise ApiError(400, str(exc)) from None
 
+    def visibility(who: Principal) -> dict[str, Any]:
+        return {"see_all": who.team, "own_instruments": list(who.itf_instruments)}
+
+    def presign(bucket: str, key: str, save_as: str | None = None) -> str:
+        """A presigned GET; ``save_as``: a browser saves the file under that name whatever its content type."""
+        params = {"Bucket": bucket, "Key": key}
+        if save_as:
+            params["ResponseContentDisposition"] = f'attachment; filename="{save_as}"'
+        return be.s3().generate_presigned_url("get_object", Params=params, ExpiresIn=settings().url_ttl_s)
+
     def matches(p: dict[str, Any], who: Principal) -> list[dict[str, Any]]:
         limit = settings().max_records
-        rows = be.query("api_science_files", {
-            **p, "see_all": who.team, "own_instruments": list(who.itf_instruments), "limit": limit + 1})
+        rows = be.query("api_science_files", {**p, **visibility(who), "limit": limit + 1})
         if len(rows) > limit:
             raise ApiError(504, TOO_MANY.format(n=limit + 1, limit=limit))
         return rows
@@ -186,28 +194,21 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         who = caller(request)
         p = params_of(request, allow_file_name=True)
         rows = matches(p, who)
-        s3 = be.s3()
-        ttl = settings().url_ttl_s
         if not has_filters(p):
             if not rows:
                 raise ApiError(404, f"no file named {p['file_names'][0]} is available to you")
             row = rows[0]
-            url = s3.generate_presigned_url("get_object", ExpiresIn=ttl, Params={
-                "Bucket": row["bucket"], "Key": row["s3_key"],
-                # a browser saves the file (under its name) whatever content type the object has
-                "ResponseContentDisposition": f'attachment; filename="{row["file_name"]}"'})
-            return PlainTextResponse(url)
+            return PlainTextResponse(presign(row["bucket"], row["s3_key"], save_as=row["file_name"]))
         if not rows:
             raise ApiError(404, "No files were found matching the search parameters.")
         bucket = get_settings().archive_bucket
         key = f"emm/bundles/{datetime.now(UTC):%Y/%m/%d}/{request.state.request_id}-{uuid.uuid4().hex[:8]}.tgz"
         try:
-            bundles.write_bundle(s3, rows, bucket, key)
+            bundles.write_bundle(be.s3(), rows, bucket, key)
         except bundles.BundleError as exc:
             log.error("bulk download %s refused: %s", request.state.request_id, exc)
             raise ApiError(500, str(exc)) from None
-        return PlainTextResponse(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                           ExpiresIn=ttl))
+        return PlainTextResponse(presign(bucket, key))
 
     def only(request: Request, *names: str) -> dict[str, str]:
         """The query of a route that takes just ``names`` (400 naming any other)."""
@@ -216,13 +217,6 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         if unknown:
             raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid parameters: {', '.join(names)}")
         return items
-
-    def visibility(who: Principal) -> dict[str, Any]:
-        return {"see_all": who.team, "own_instruments": list(who.itf_instruments)}
-
-    def presign(s3: Any, bucket: str, key: str) -> str:
-        return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                         ExpiresIn=settings().url_ttl_s)
 
     @app.get("/science-file-details")
     def details(request: Request) -> JSONResponse:
@@ -241,15 +235,13 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         lineage = be.query("api_lineage_of", {"id": record["id"], **vis})
         runs = be.query("api_run_of", {"id": record["id"]})
         quicklooks = be.query("api_quicklooks_of", {"file_names": [row["file_name"]], **vis})
-        s3 = be.s3()
         return JSONResponse({
             "record": record,
             "versions": [{**v, "latest": i == 0} for i, v in enumerate(versions)],
             "inputs": [r["file_name"] for r in lineage if r["direction"] == "input"],
             "outputs": [r["file_name"] for r in lineage if r["direction"] == "output"],
-            "processing_run": {k: (str(v) if isinstance(v, datetime) else v) for k, v in runs[0].items()}
-            if runs else None,
-            "quicklooks": [{"file_name": q["quicklook"], "url": presign(s3, q["bucket"], q["s3_key"])}
+            "processing_run": _plain(runs[0]) if runs else None,
+            "quicklooks": [{"file_name": q["quicklook"], "url": presign(q["bucket"], q["s3_key"])}
                            for q in quicklooks],
         })
 
@@ -259,11 +251,10 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         who = caller(request)
         items = only(request, "file_names")
         wanted = [n for n in items.get("file_names", "").split(",") if n]
-        if not wanted or len(wanted) > MAX_QUICKLOOK_NAMES or not all(_FILE_NAME.match(n) for n in wanted):
+        if not wanted or len(wanted) > MAX_QUICKLOOK_NAMES or not all(naming.SAFE_NAME.match(n) for n in wanted):
             raise ApiError(400, f"file_names: 1 to {MAX_QUICKLOOK_NAMES} comma-separated EMM file names")
-        s3 = be.s3()
         rows = be.query("api_quicklooks_of", {"file_names": wanted, **visibility(who)})
-        return JSONResponse({r["file_name"]: presign(s3, r["bucket"], r["s3_key"]) for r in rows})
+        return JSONResponse({r["file_name"]: presign(r["bucket"], r["s3_key"]) for r in rows})
 
     @app.get("/upload")
     def upload(request: Request) -> PlainTextResponse:
@@ -312,19 +303,19 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
             raise ApiError(400, "run_id: expected a processing run id (integer)")
         rows = be.query("api_processing_runs", {"instrument_ids": wanted, "run_id": int(run_id) if run_id else None,
                                                 "limit": settings().max_records})
-        s3 = be.s3()
         out = []
         for r in rows:
-            url = None
-            if r["log_uri"]:
-                bucket, _, key = r["log_uri"].removeprefix("s3://").partition("/")
-                url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                ExpiresIn=settings().url_ttl_s)
-            out.append({**{k: (str(v) if isinstance(v, datetime) else v) for k, v in r.items() if k != "log_uri"},
-                        "log_url": url})
+            log_uri = r.pop("log_uri")
+            url = presign(*log_uri.removeprefix("s3://").split("/", 1)) if log_uri else None
+            out.append({**_plain(r), "log_url": url})
         return JSONResponse(out)
 
     return app
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A catalog row for JSON: datetimes as text."""
+    return {k: str(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 #: Levels an ITF may upload itself (its own higher-level products).

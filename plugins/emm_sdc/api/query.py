@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from emm_sdc.core.naming import INSTRUMENTS, KERNEL_CLASSES
+from emm_sdc.core.naming import INSTRUMENTS, KERNEL_CLASSES, SAFE_NAME
 
 
 class BadQuery(ValueError):
@@ -25,7 +25,6 @@ class BadQuery(ValueError):
 _LEVEL = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _MODE = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _LST = re.compile(r"^(\d{2}):(\d{2}):(\d{2})$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 #: Numeric range filters: API name -> (SQL parameter prefix, lowest, highest).
 RANGES = {
@@ -107,7 +106,7 @@ def parse_items(items: Iterable[tuple[str, str]], *, allow_file_name: bool = Fal
         if key in IGNORED_EMPTY and value == "":
             continue
         if key not in valid:
-            shown = key if _FILE_NAME.match(key or "-") else repr(key[:40])
+            shown = key if SAFE_NAME.match(key or "-") else repr(key[:40])
             raise BadQuery(f"unknown parameter {shown}; valid parameters: {', '.join(valid)}")
         if value.strip() == "":
             continue  # sent empty: not set
@@ -149,7 +148,7 @@ def parse_items(items: Iterable[tuple[str, str]], *, allow_file_name: bool = Fal
             p[f"{prefix}_hi"] = _number(f"end_{name}", raw[f"end_{name}"], lo, hi)
     if "file_name" in raw:
         p["file_names"] = [raw["file_name"]]
-        if not _FILE_NAME.match(raw["file_name"]):
+        if not SAFE_NAME.match(raw["file_name"]):
             raise BadQuery("file_name: expected an EMM file name (letters, digits, '.', '_', '-')")
         p["latest"] = False  # a named file is served whatever its version
     return p

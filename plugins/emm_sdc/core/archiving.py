@@ -232,15 +232,17 @@ class InboxHandler:
         Raises :class:`Reject` ``conflict`` when the key holds other bytes: nothing is overwritten.
         """
         try:
-            self.storage.copy_pinned(d.data, self.archive_bucket, key, md5=md5, part_md5s=parts)
-            return True
-        except DestinationExists:
-            held = self.storage.stored_md5(self.archive_bucket, key)
-            if held == md5:
-                return False  # an earlier attempt or a concurrent run copied the same bytes
-            raise Reject("conflict", f"s3://{self.archive_bucket}/{key} already holds other bytes (MD5 {held}); "
-                         f"this delivery has MD5 {md5}; the archive is never overwritten",
-                         md5=md5, size=d.data.size, archived_md5=held) from None
+            return self._write_once(d.data, key, md5, parts)
+        except DestinationExists as exc:
+            raise Reject("conflict", f"s3://{self.archive_bucket}/{key} already holds other bytes (MD5 "
+                         f"{exc.held_md5}); this delivery has MD5 {md5}; the archive is never overwritten",
+                         md5=md5, size=d.data.size, archived_md5=exc.held_md5) from None
+
+    def _write_once(self, version: ObjectVersion, key: str, md5: str, parts: list[str]) -> bool:
+        """Copy a delivered version to a new archive key; False if an earlier attempt or a concurrent run
+        put these very bytes there (other bytes: :class:`DestinationExists`)."""
+        return self.storage.write_once(self.archive_bucket, key, md5, lambda: self.storage.copy_pinned(
+            version, self.archive_bucket, key, md5=md5, part_md5s=parts))
 
     def _clear_inbox(self, d: Delivery) -> None:
         """Delete exactly the handled versions; a newer upload of the same name stays for the next run."""
@@ -254,26 +256,22 @@ class InboxHandler:
             return md5, [md5]
         return self.storage.md5_of(version)
 
-    def _keep(self, version: ObjectVersion, key: str, md5: str | None = None) -> None:
-        """Copy one delivered version into quarantine; a retry finds its own copy there."""
+    def _keep(self, version: ObjectVersion, key: str, md5: str | None = None) -> str:
+        """Copy one delivered version into quarantine (a retry finds its own copy there); return its MD5."""
         md5, parts = self._md5_parts(version, md5)
-        try:
-            self.storage.copy_pinned(version, self.archive_bucket, key, md5=md5, part_md5s=parts)
-        except DestinationExists:
-            if self.storage.stored_md5(self.archive_bucket, key) != md5:
-                raise
+        if not self._write_once(version, key, md5, parts):
             log.info("s3://%s/%s was copied by an earlier attempt", self.archive_bucket, key)
+        return md5
 
     def _quarantine(self, d: Delivery, code: str, detail: str, **details: Any) -> Outcome:
         """Copy the delivery (file and sidecar) to its own quarantine folder with a reason JSON, record it,
         then clear the handled versions from the inbox."""
         item = d.item
         qkey = f"{QUARANTINE_ROOT}/{self.area}/{d.delivery_id}/{naming.safe_basename(item.key.rstrip('/'))}"
-        md5 = details.get("md5") or d.data.plain_md5
-        self._keep(d.data, qkey, md5 if details.get("size", d.data.size) == d.data.size else None)
+        known = details.get("md5") or d.data.plain_md5
+        md5 = self._keep(d.data, qkey, known if details.get("size", d.data.size) == d.data.size else None)
         if d.sidecar is not None:
             self._keep(d.sidecar, qkey + ".md5")
-        md5 = md5 or self._md5_parts(d.data, None)[0]
         size = d.data.size
         reason = {
             "file": d.file_name,

@@ -174,6 +174,17 @@ def file_record(
     }
 
 
+def delivery_params(
+    instrument: str, outcome: str, md5: str | None, size: int | None, *, inbox_key: str, dag_id: str | None,
+    dag_run_id: str | None, delivery_id: str | None = None, inbox_version: str | None = None,
+    file_id: int | None = None, kernel_id: int | None = None, quarantine_id: int | None = None,
+) -> dict[str, Any]:
+    """The parameters of ``insert_delivery``: one delivery and what became of it (one row per delivery id)."""
+    return {"instrument_id": instrument, "inbox_key": inbox_key, "md5checksum": md5, "file_size": size,
+            "outcome": outcome, "file_id": file_id, "kernel_id": kernel_id, "quarantine_id": quarantine_id,
+            "dag_id": dag_id, "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version}
+
+
 class Catalog:
     """Catalog operations over one DB-API connection."""
 
@@ -220,12 +231,10 @@ class Catalog:
                     raise CatalogError(f"{record['file_name']}: its archive key {record['s3_key']} is indexed "
                                        "under another name")
                 return "exists", existing[0]
-            run(cur, "insert_delivery", {
-                "instrument_id": record["instrument_id"], "inbox_key": inbox_key,
-                "md5checksum": record["md5checksum"], "file_size": record["file_size"], "outcome": "archived",
-                "file_id": inserted[0]["id"], "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
-                "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version,
-            })
+            run(cur, "insert_delivery", delivery_params(
+                record["instrument_id"], "archived", record["md5checksum"], record["file_size"],
+                file_id=inserted[0]["id"], inbox_key=inbox_key, delivery_id=delivery_id, inbox_version=inbox_version,
+                dag_id=dag_id, dag_run_id=dag_run_id))
             return "archived", {**record, "id": inserted[0]["id"]}
 
     def log_delivery(
@@ -233,12 +242,10 @@ class Catalog:
         inbox_version: str | None = None, dag_id: str | None, dag_run_id: str | None,
     ) -> None:
         """Log a delivery of an indexed file (e.g. a duplicate); once per delivery."""
-        self.query("insert_delivery", {
-            "instrument_id": file_row["instrument_id"], "inbox_key": inbox_key,
-            "md5checksum": file_row["md5checksum"], "file_size": file_row["file_size"], "outcome": outcome,
-            "file_id": file_row["id"], "kernel_id": None, "quarantine_id": None, "dag_id": dag_id,
-            "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version,
-        })
+        self.query("insert_delivery", delivery_params(
+            file_row["instrument_id"], outcome, file_row["md5checksum"], file_row["file_size"], file_id=file_row["id"],
+            inbox_key=inbox_key, delivery_id=delivery_id, inbox_version=inbox_version, dag_id=dag_id,
+            dag_run_id=dag_run_id))
 
     def quarantine(
         self,
@@ -264,11 +271,9 @@ class Catalog:
                 "md5checksum": md5, "file_size": size, "dag_id": dag_id, "dag_run_id": dag_run_id,
                 "delivery_id": delivery_id,
             })[0]["id"]
-            run(cur, "insert_delivery", {
-                "instrument_id": instrument, "inbox_key": original_key, "md5checksum": md5,
-                "file_size": size, "outcome": "quarantined", "file_id": None, "kernel_id": None, "quarantine_id": qid,
-                "dag_id": dag_id, "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version,
-            })
+            run(cur, "insert_delivery", delivery_params(
+                instrument, "quarantined", md5, size, quarantine_id=qid, inbox_key=original_key,
+                delivery_id=delivery_id, inbox_version=inbox_version, dag_id=dag_id, dag_run_id=dag_run_id))
             return qid
 
     def start_run(self, **fields: Any) -> int:

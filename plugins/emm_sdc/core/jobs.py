@@ -15,7 +15,7 @@ import re
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from emm_sdc.core import naming
 
@@ -61,21 +61,24 @@ def output_entries(out: Path) -> tuple[dict[str, int], list[str]]:
     return files, problems
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """Open an output file for reading without following a link; OSError unless it is a regular file."""
+    fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise OSError(f"{path.name} is not a regular file")
+    return fh
+
+
 def read_output(out: Path, name: str, limit: int) -> bytes:
     """Read one regular output file without following links, at most ``limit`` bytes."""
-    fd = os.open(out / name, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError(f"{name} is not a regular file")
+    with _open_regular(out / name) as fh:
         return fh.read(limit)
 
 
 def md5_output(path: Path) -> str:
     """MD5 of a regular output file, opened without following links."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
+    with _open_regular(path) as fh:
         return hashlib.file_digest(fh, "md5").hexdigest()
 
 

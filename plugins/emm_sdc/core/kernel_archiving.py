@@ -25,7 +25,7 @@ from typing import Any
 
 from emm_sdc.core import kernels
 from emm_sdc.core.archiving import Delivery, InboxHandler, Outcome, Reject, Waiting
-from emm_sdc.core.catalog import Catalog, run, transaction
+from emm_sdc.core.catalog import Catalog, delivery_params, run, transaction
 from emm_sdc.core.checksums import StreamDigest
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,8 @@ def store_in_kernel_dir(src: Path, kernel_dir: Path, relative: str) -> Path:
 
 
 def delivery_row(outcome: str, kernel_id: int, d: Delivery, md5: str, size: int, ctx: Any) -> dict[str, Any]:
-    return {"instrument_id": "spice", "md5checksum": md5, "file_size": size,
-            "outcome": outcome, "file_id": None, "kernel_id": kernel_id, "quarantine_id": None,
-            "dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id, **d.log_fields()}
+    return delivery_params("spice", outcome, md5, size, kernel_id=kernel_id, dag_id=ctx.dag_id,
+                           dag_run_id=ctx.dag_run_id, **d.log_fields())
 
 
 def index_kernel(cat: Catalog, record: dict[str, Any], coverage: dict[int, list[Any]],

@@ -57,7 +57,8 @@ ARCHIVE_ROOT: Final = "emm/data"
 _TIMESTAMP = re.compile(r"^(?P<date>\d{8})(?P<sep>[Tt])(?P<time>\d{6})$")
 _VERSION = re.compile(r"^v(?P<version>\d{2})-(?P<revision>\d{2})$")
 _ORBIT = re.compile(r"^\d{4}$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+#: What any delivered or product file name may look like before its fields are checked (no path parts).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def problems_in(file_name: str) -> tuple[EmmName | None, list[NameProblem]]:
     def bad(rule: str, fld: str, value: str, message: str) -> None:
         problems.append(NameProblem(rule, fld, value, message))
 
-    if "/" in file_name or "\\" in file_name or not _SAFE_NAME.match(file_name):
+    if "/" in file_name or "\\" in file_name or not SAFE_NAME.match(file_name):
         bad("safe-characters", "file_name", file_name,
             "names use only letters, digits, '.', '_' and '-', start with a letter or digit, "
             "have no path separators and are at most 255 characters")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ from emm_sdc.core.catalog import Catalog, CatalogError
 from emm_sdc.core.storage import DestinationExists, Storage
 
 log = logging.getLogger(__name__)
+#: A processing run still 'running' this long after it started is swept by ``emm_processing_sweep``
+#: (longer than any job may run: the YAML caps ``timeout_minutes`` at 24 h).
+STALE_AFTER = timedelta(hours=26)
 
 
 class KeyReserved(CatalogError):
@@ -92,15 +95,14 @@ class ProductWriter:
     def upload(self, obj: PlannedObject) -> bool:
         """Create one reserved object if its key is new (step 2); False when an earlier attempt wrote it."""
         try:
-            self.storage.upload_new(obj.path, self.bucket, obj.key, md5=obj.md5)
-            return True
-        except DestinationExists:
-            held = self.storage.stored_md5(self.bucket, obj.key)
-            if held == obj.md5:
-                log.info("s3://%s/%s was uploaded by an earlier attempt of this run; adopted", self.bucket, obj.key)
-                return False
-            raise CatalogError(f"s3://{self.bucket}/{obj.key} already holds other bytes (MD5 {held}); products are "
-                               "never overwritten") from None
+            created = self.storage.write_once(self.bucket, obj.key, obj.md5, lambda: self.storage.upload_new(
+                obj.path, self.bucket, obj.key, md5=obj.md5))
+        except DestinationExists as exc:
+            raise CatalogError(f"s3://{self.bucket}/{obj.key} already holds other bytes (MD5 {exc.held_md5}); "
+                               "products are never overwritten") from None
+        if not created:
+            log.info("s3://%s/%s was uploaded by an earlier attempt of this run; adopted", self.bucket, obj.key)
+        return created
 
     def commit(self, products: Sequence[tuple[Mapping[str, Any], Sequence[str]]], *, ended_at: datetime,
                log_uri: str | None) -> list[int]:
@@ -128,10 +130,9 @@ def abandon_reservations(cat: Catalog, storage: Storage, run_id: int) -> list[st
     """Delete a run's uncommitted objects (only bytes it reserved, never an indexed key); drop its reservations."""
     removed: list[str] = []
     for res in cat.query("reservations_of_run", {"run_id": run_id}):
-        if res["file_id"] is None and storage.stored_md5(res["bucket"], res["s3_key"]) == res["md5checksum"].strip():
-            version = storage.stat(res["bucket"], res["s3_key"])
-            if version is not None and storage.delete_version(version):
-                removed.append(res["s3_key"])
+        version = storage.stat(res["bucket"], res["s3_key"]) if res["file_id"] is None else None
+        if version is not None and version.stored_md5 == res["md5checksum"].strip() and storage.delete_version(version):
+            removed.append(res["s3_key"])
         cat.query("release_reservation", {"id": res["id"]})
     return removed
 
@@ -143,3 +144,14 @@ def sweep_run(cat: Catalog, storage: Storage, run: Mapping[str, Any], reason: st
                                  "message": f"swept: {reason}" + (f"; removed {removed}" if removed else "")})
     log.warning("processing run %s swept (%s); removed %d uncommitted object(s)", run["id"], reason, len(removed))
     return removed
+
+
+def sweep_stale_runs(cat: Catalog, storage: Storage, *, dag_id: str | None, dag_run_id: str | None,
+                     older_than: datetime, reason: str) -> list[dict[str, Any]]:
+    """Close every processing run of one DAG run, or older than ``older_than``, that is still 'running'
+    (it can no longer close itself); remove its uncommitted objects."""
+    swept = []
+    for run in cat.query("stale_runs", {"dag_id": dag_id, "dag_run_id": dag_run_id, "older_than": older_than}):
+        removed = sweep_run(cat, storage, run, reason)
+        swept.append({"run_id": run["id"], "task": f"{run['task_id']}[{run['map_index']}]", "removed": removed})
+    return swept

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -52,7 +53,12 @@ class ObjectChanged(StorageError):
 
 
 class DestinationExists(StorageError):
-    """The destination key already exists; the conditional write wrote nothing."""
+    """The destination key already exists; the conditional write wrote nothing.
+
+    ``held_md5``: what the existing object holds, when :meth:`Storage.write_once` looked.
+    """
+
+    held_md5: str | None = None
 
 
 def error_code(exc: BaseException) -> str:
@@ -85,6 +91,7 @@ class ObjectVersion:
     size: int
     version_id: str | None = None  # None on unversioned buckets (and for "null" versions)
     last_modified: datetime | None = None
+    stored_md5: str | None = None  # the SDC's recorded MD5 (metadata), else a plain ETag; "" if neither
 
     @property
     def token(self) -> str:
@@ -170,16 +177,41 @@ class Storage:
         if head is None:
             return None
         version = head.get("VersionId")
-        return ObjectVersion(bucket, key, head["ETag"].strip('"'), int(head["ContentLength"]),
-                             None if version in (None, "null") else version, head.get("LastModified"))
+        etag = head["ETag"].strip('"')
+        return ObjectVersion(bucket, key, etag, int(head["ContentLength"]),
+                             None if version in (None, "null") else version, head.get("LastModified"),
+                             head.get("Metadata", {}).get("md5") or (etag if "-" not in etag else ""))
 
     def stored_md5(self, bucket: str, key: str) -> str | None:
         """MD5 of an archived object as the SDC recorded it (metadata), else its plain ETag; None if absent."""
-        head = self.head(bucket, key)
-        if head is None:
-            return None
-        etag = head["ETag"].strip('"')
-        return head.get("Metadata", {}).get("md5") or (etag if "-" not in etag else None) or ""
+        version = self.stat(bucket, key)
+        return None if version is None else version.stored_md5
+
+    def write_once(self, bucket: str, key: str, md5: str, write: Callable[[], None]) -> bool:
+        """Run a conditional write of bytes with ``md5`` to a key; True if it created the object, False if the
+        key already holds these very bytes (an earlier attempt or a concurrent writer put them there).
+
+        Other bytes at the key: :class:`DestinationExists` with ``held_md5``; nothing is overwritten.
+        """
+        try:
+            write()
+            return True
+        except DestinationExists as exc:
+            held = self.stored_md5(bucket, key)
+            if held == md5:
+                return False
+            exc.held_md5 = held
+            raise
+
+    @contextmanager
+    def _if_new(self, bucket: str, key: str) -> Iterator[None]:
+        """Turn S3's answer to a write conditioned on ``If-None-Match: *`` into :class:`DestinationExists`."""
+        try:
+            yield
+        except self.client.exceptions.ClientError as exc:
+            if error_code(exc) in _PRECONDITION:
+                raise DestinationExists(f"s3://{bucket}/{key} already exists; not overwritten") from exc
+            raise
 
     def _get(self, bucket: str, key: str, version: ObjectVersion | None) -> dict[str, Any]:
         try:
@@ -209,8 +241,7 @@ class Storage:
         """Read a small object version (a sidecar); refuse anything larger than ``limit``."""
         if version.size > limit:
             raise StorageError(f"s3://{version.bucket}/{version.key} is {version.size} bytes, more than {limit}")
-        obj = self._get(version.bucket, version.key, version)
-        return obj["Body"].read(limit + 1)[: limit + 1]
+        return self._get(version.bucket, version.key, version)["Body"].read(limit + 1)
 
     def md5_of(self, version: ObjectVersion) -> tuple[str, list[str]]:
         """Whole-object MD5 and per-copy-part MD5s of a version: from its ETag when that is an MD5
@@ -265,14 +296,10 @@ class Storage:
                     raise ObjectChanged(f"s3://{src.bucket}/{src.key} part {n} has MD5 {got}, the checked bytes "
                                         f"{want}: the object changed after it was checked; nothing was written")
                 parts.append({"PartNumber": n, "ETag": resp["CopyPartResult"]["ETag"]})
-            try:
+            with self._if_new(dst_bucket, dst_key):
                 self.client.complete_multipart_upload(
                     Bucket=dst_bucket, Key=dst_key, UploadId=upload, MultipartUpload={"Parts": parts},
                     IfNoneMatch="*")
-            except self.client.exceptions.ClientError as exc:
-                if error_code(exc) in _PRECONDITION:
-                    raise DestinationExists(f"s3://{dst_bucket}/{dst_key} already exists; not overwritten") from exc
-                raise
             upload = ""
         finally:
             if upload:
@@ -290,14 +317,10 @@ class Storage:
     def put_new(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
                 metadata: dict[str, str] | None = None) -> None:
         """Create an object that must not exist yet (``If-None-Match: *``), else :class:`DestinationExists`."""
-        try:
+        with self._if_new(bucket, key):
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
                                    Metadata=metadata or {}, IfNoneMatch="*",
                                    ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode())
-        except self.client.exceptions.ClientError as exc:
-            if error_code(exc) in _PRECONDITION:
-                raise DestinationExists(f"s3://{bucket}/{key} already exists; not overwritten") from exc
-            raise
 
     def delete_version(self, version: ObjectVersion) -> bool:
         """Delete exactly this version; False when the key now holds a newer upload (which stays).
@@ -340,7 +363,7 @@ class Storage:
         re-read after); the upload completes only with ``If-None-Match: *``.
         """
         size = path.stat().st_size
-        try:
+        with self._if_new(bucket, key):
             if size <= SINGLE_REQUEST_LIMIT:
                 with path.open("rb") as fh:
                     self.client.put_object(
@@ -362,10 +385,6 @@ class Storage:
             finally:
                 if upload:
                     self._abort(bucket, key, upload)
-        except self.client.exceptions.ClientError as exc:
-            if error_code(exc) in _PRECONDITION:
-                raise DestinationExists(f"s3://{bucket}/{key} already exists; not overwritten") from exc
-            raise
         if self.digest(bucket, key).md5 != md5:
             raise StorageError(f"upload to s3://{bucket}/{key} does not match MD5 {md5}")
 

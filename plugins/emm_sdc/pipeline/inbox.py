@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.sdk import get_current_context
@@ -10,6 +11,8 @@ from emm_sdc.core.archiving import InboxHandler, display_name
 from emm_sdc.core.delivery import DeliveryItem
 from emm_sdc.core.naming import task_label
 from emm_sdc.core.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 def is_final_attempt() -> bool:
@@ -69,4 +72,7 @@ def run_waiting(storage: Storage, bucket: str, prefix: str, plan_tasks: tuple[st
     for t in handle_tasks:
         outcomes += [o for o in _as_list(ti.xcom_pull(task_ids=t)) if o]
     remaining = [o.key for o in storage.list(bucket, prefix) if o.key != prefix]
-    return inbox_accounting(remaining, planned, waiting, outcomes)
+    left = inbox_accounting(remaining, planned, waiting, outcomes)
+    for key, why in left.items():
+        log.info("left in the inbox: %s: %s", key, why)
+    return left

@@ -125,8 +125,6 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                     subject=f"[EMM SDC] {len(quarantined)} {inst} file(s) quarantined",
                     body=f"Run {ctx.dag_run_id} of {ctx.dag_id} quarantined:\n{body}",
                 ).notify(get_current_context())
-            for key, why in summary["waiting"].items():
-                log.info("left in the inbox: %s: %s", key, why)
             log.info("ingest summary: %s", {k: v for k, v in summary.items() if k != "waiting"}
                      | {"waiting": len(summary["waiting"])})
             return summary

@@ -10,6 +10,7 @@ from airflow.sdk import DAG, dag, task
 
 from emm_sdc import connections
 from emm_sdc.core import catalog
+from emm_sdc.core.product_writes import STALE_AFTER, sweep_stale_runs
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ def build_sweep_dag() -> DAG:
     """``emm_processing_sweep``, hourly: processing runs still 'running' long after any job could have
     ended (a worker died and its DAG run never reached its own sweep) are closed as failed, with the
     reason, and the objects they reserved but never indexed are removed."""
-    from emm_sdc.pipeline.process import STALE_AFTER, sweep_stale_runs
-
     @dag(
         dag_id="emm_processing_sweep",
         schedule="@hourly",

@@ -34,7 +34,7 @@ from emm_sdc.core.checksums import md5_file
 from emm_sdc.core.config import CONFIG_FILES, ChainStep, ItfConfig
 from emm_sdc.core.images import ImageNotPromoted, require_promoted
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
-from emm_sdc.core.product_writes import KeyReserved, PlannedObject, ProductWriter, sweep_run
+from emm_sdc.core.product_writes import STALE_AFTER, KeyReserved, PlannedObject, ProductWriter, sweep_stale_runs
 from emm_sdc.core.refresh import sync_kernel_dir
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
@@ -305,21 +305,6 @@ def _chain_group(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
     return prepare, collect
 
 
-#: A processing run still 'running' this long after it started is swept by ``emm_processing_sweep``
-#: (longer than any job may run: the YAML caps ``timeout_minutes`` at 24 h).
-STALE_AFTER = timedelta(hours=26)
-
-
-def sweep_stale_runs(cat: Catalog, storage: Storage, *, dag_id: str | None, dag_run_id: str | None,
-                     older_than: datetime, reason: str) -> list[dict[str, Any]]:
-    """Close every processing run that can no longer close itself; remove its uncommitted objects."""
-    swept = []
-    for run in cat.query("stale_runs", {"dag_id": dag_id, "dag_run_id": dag_run_id, "older_than": older_than}):
-        removed = sweep_run(cat, storage, run, reason)
-        swept.append({"run_id": run["id"], "task": f"{run['task_id']}[{run['map_index']}]", "removed": removed})
-    return swept
-
-
 @task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
 def sweep_runs() -> list[dict[str, Any]]:
     """After every unit finished: a run of this DAG run still 'running' lost its task (killed worker,
@@ -328,8 +313,6 @@ def sweep_runs() -> list[dict[str, Any]]:
     swept = sweep_stale_runs(connections.catalog(), connections.storage(), dag_id=ctx["dag"].dag_id,
                              dag_run_id=ctx["run_id"], older_than=datetime.now(UTC) - STALE_AFTER,
                              reason=f"its task ended without closing it (swept by {ctx['run_id']})")
-    for s in swept:
-        log.warning("swept processing run %s (%s): removed %s", s["run_id"], s["task"], s["removed"])
     return swept
 
 

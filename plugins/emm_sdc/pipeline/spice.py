@@ -158,8 +158,6 @@ def build_spice_refresh_dag() -> DAG:
             rows = connections.catalog().query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
             waiting = run_waiting(connections.storage(), settings.inbox_bucket, prefix,
                                   ("plan_generic", "plan_hope"), ("handle_generic", "handle_hope"))
-            for key, why in waiting.items():
-                log.info("left in the inbox: %s: %s", key, why)
             quarantined = [r for r in rows if r["outcome"] == "quarantined"]
             if quarantined:
                 operators_notifier(f"[EMM SDC] {len(quarantined)} SPICE kernel(s) quarantined", "\n".join(

@@ -16,20 +16,18 @@ operator is deferrable: while AWS runs the job the task holds no worker slot.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 
+from emm_sdc.core import naming
 from emm_sdc.core.config import RunnerConfig
 from emm_sdc.core.jobs import MAX_PRODUCT_BYTES, JobSpec, OutputError, safe_id
 from emm_sdc.core.kernels import SPICE_ROOT
 from emm_sdc.core.storage import Storage
 from emm_sdc.runners.local import JobFailed
 from emm_sdc.runs import fail_job
-
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 PROCESSOR_COMMAND = ["python3", "/opt/emm/processor.py"]
 #: Staging area of batch jobs in the archive bucket (expire it with a lifecycle rule).
@@ -167,7 +165,7 @@ def fetch_outputs(storage: Storage, spec: JobSpec) -> None:
             storage.download(bucket, obj.key, spec.log_path)
         elif rel.startswith("out/"):
             name = rel[4:]
-            if not _PLAIN_NAME.match(name):
+            if not naming.SAFE_NAME.match(name):
                 problems.append(f"{rel}: outputs are plain file names directly in out/")
             elif obj.size > MAX_PRODUCT_BYTES:
                 problems.append(f"{rel}: is {obj.size} bytes, more than {MAX_PRODUCT_BYTES}")
