@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -181,3 +182,136 @@ def served(app: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def sync_dags_to_db() -> None:
+    """Parse the dags folder into Airflow's metadata DB (what the DAG processor does; dag.test does it too)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    for bundle in manager.get_all_dag_bundles():
+        if not bundle.is_initialized:
+            bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        assert not bag.import_errors, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
+def execute_runs(dag: Any, run_ids: list[int]) -> dict[str, str]:
+    """Execute existing DAG runs (by row id) one by one in this process, the way ``dag.test()`` executes its
+    own run: no scheduler, each ready task run in-process. Returns {logical date: final state}."""
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    states: dict[str, str] = {}
+    for run_id in run_ids:
+        session = settings.Session()  # a task run closes the scoped session: fetch each run afresh
+        dr = session.scalar(select(DagRun).where(DagRun.id == run_id))
+        dr.dag = scheduler_dag
+        dr.state = DagRunState.RUNNING
+        session.commit()
+        while dr.state == DagRunState.RUNNING:
+            session.expire_all()
+            schedulable, _ = dr.update_state(session=session)
+            for ti in schedulable:
+                ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            for ti in [t for t in dr.get_task_instances(session=session) if t.state == TaskInstanceState.SCHEDULED]:
+                try:
+                    _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
+                except Exception:  # the task's failure is its state; the loop goes on as dag.test's does
+                    logging.getLogger(__name__).exception("task %s failed", ti)
+        states[f"{dr.logical_date:%Y-%m-%d}"] = str(dr.state)
+    return states
+
+
+def run_scheduled(dag_id: str, day: str) -> tuple[str, list[tuple[str, str]]]:
+    """A run of ``dag_id`` as its scheduler would create it for ``day`` (run type scheduled), executed;
+    returns its state and (task id, state) of every task."""
+    from datetime import datetime
+
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    from emm_sdc.factory import instrument_dags
+
+    dag = instrument_dags(dag_id.split("_")[1])[dag_id]
+    sync_dags_to_db()
+    start = datetime.fromisoformat(day + "T00:00:00+00:00")
+    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=start)
+    session = settings.Session()
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    dr = scheduler_dag.create_dagrun(
+        run_id=DagRun.generate_run_id(run_type=DagRunType.SCHEDULED, logical_date=interval.start,
+                                      run_after=interval.end),
+        logical_date=interval.start, data_interval=interval, run_after=interval.end, conf=None,
+        run_type=DagRunType.SCHEDULED, state=DagRunState.QUEUED, triggered_by=DagRunTriggeredByType.TIMETABLE,
+        triggering_user_name=None, session=session)
+    session.commit()
+    run_id = dr.id
+    [state] = execute_runs(dag, [run_id]).values()
+    session = settings.Session()
+    dr = session.scalar(select_run(run_id))
+    return state, sorted((ti.task_id, str(ti.state)) for ti in dr.get_task_instances(session=session))
+
+
+def select_run(run_id: int) -> Any:
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    return select(DagRun).where(DagRun.id == run_id)
+
+
+def run_backfill(dag_id: str, from_date: str, to_date: str, conf: dict[str, Any] | None, *,
+                 reprocess_behavior: str = "none") -> dict[str, str]:
+    """A real Airflow backfill, then its runs executed one by one in this process.
+
+    The backfill is created by ``airflow.models.backfill._create_backfill``, the function
+    ``airflow backfill create`` calls (same runs, conf, data intervals, run type and
+    reprocess behaviour); each of its runs is then executed the way ``dag.test()`` executes
+    its own run (no scheduler). Returns {logical date: final state}.
+    """
+    from datetime import datetime
+
+    from airflow import settings
+    from airflow.models.backfill import ReprocessBehavior, _create_backfill
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    from emm_sdc.factory import instrument_dags
+
+    dag = instrument_dags(dag_id.split("_")[1])[dag_id]
+    sync_dags_to_db()
+    backfill = _create_backfill(
+        dag_id=dag_id, from_date=datetime.fromisoformat(from_date + "T00:00:00+00:00"),
+        to_date=datetime.fromisoformat(to_date + "T00:00:00+00:00"), max_active_runs=2, reverse=False,
+        dag_run_conf=conf, triggering_user_name="test-operator",
+        reprocess_behavior=ReprocessBehavior(reprocess_behavior))
+    session = settings.Session()
+    ids = list(session.scalars(select(DagRun.id).where(DagRun.backfill_id == backfill.id)
+                               .order_by(DagRun.logical_date)))
+    states = execute_runs(dag, ids)
+    # What the scheduler's _mark_backfills_complete does once no run of the backfill is unfinished.
+    from datetime import UTC
+
+    from airflow.models.backfill import Backfill
+
+    session = settings.Session()
+    session.get(Backfill, backfill.id).completed_at = datetime.now(UTC)
+    session.commit()
+    session.close()
+    return states

@@ -11,9 +11,9 @@ import yaml
 from airflow.dag_processing.dagbag import DagBag
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = {
-    f"emm_{inst}_{kind}" for inst in ("exi", "emu", "emr") for kind in ("ingest", "process", "staging_check")
-} | {"emm_catalog_migrate", "emm_image_promote", "emm_spice_refresh", "emm_processing_sweep",
+KINDS = ("ingest", "process", "reprocess", "staging_check")
+EXPECTED = {f"emm_{inst}_{kind}" for inst in ("exi", "emu", "emr") for kind in KINDS} | {
+    "emm_catalog_migrate", "emm_image_promote", "emm_spice_refresh", "emm_processing_sweep",
     "emm_public_release", "emm_release_withdraw"}
 
 
@@ -92,7 +92,7 @@ def test_broken_yaml_breaks_only_its_instrument(tmp_path: Path, monkeypatch: pyt
     message = next(iter(bag.import_errors.values()))
     assert str(tmp_path / "exi.yaml") in message
     assert "processing.runner.timeout_minutes: Input should be greater than or equal to 1" in message
-    assert set(bag.dag_ids) == EXPECTED - {"emm_exi_ingest", "emm_exi_process", "emm_exi_staging_check"}
+    assert set(bag.dag_ids) == EXPECTED - {f"emm_exi_{k}" for k in ("ingest", "process", "reprocess", "staging_check")}
 
 
 def test_airflow_plugin_loader_leaves_the_package_alone() -> None:
@@ -102,3 +102,24 @@ def test_airflow_plugin_loader_leaves_the_package_alone() -> None:
 
     loaded = list(find_path_from_directory(str(ROOT / "plugins"), ".airflowignore", "glob"))
     assert [Path(p).name for p in loaded if p.endswith(".py")] == ["emm_plugin.py"]
+
+
+def test_reprocess_dag_is_backfillable_and_in_its_lane(bag: DagBag) -> None:
+    """A periodic (daily, from orbit insertion) timetable so Airflow allows backfills; active at creation so
+    backfill runs are scheduled; every chain task in the reprocessing pool at low priority, daily's at high."""
+    from datetime import UTC, datetime
+
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    dag = bag.dags["emm_exi_reprocess"]
+    timetable = coerce_to_core_timetable(dag.timetable)  # what the scheduler and the backfill API see
+    assert timetable.periodic and timetable.summary == "0 0 * * *"
+    assert dag.start_date == datetime(2021, 2, 9, tzinfo=UTC) and dag.catchup is False
+    assert dag.is_paused_upon_creation is False and dag.max_active_runs == 2
+    assert set(dag.params) == {"reason", "from_level", "force", "dry_run", "files", "campaign"}
+    assert dag.params.get_param("from_level").schema["enum"] == [None, "l1", "l2a", "l1ql"]
+    chain = [t for t in dag.tasks if t.task_id.startswith("unit.")]
+    assert len(chain) == 9 and {(t.pool, t.priority_weight) for t in chain} == {("emm_exi_reprocessing", 1)}
+    daily = [t for t in bag.dags["emm_exi_process"].tasks if t.task_id.startswith("unit.")]
+    assert {(t.pool, t.priority_weight) for t in daily} == {("emm_exi_daily", 100)}
+    assert "reprocess" not in bag.dags["emm_exi_process"].params  # remaking is the reprocess DAG's job

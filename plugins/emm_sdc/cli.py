@@ -436,6 +436,14 @@ def cmd_standalone(args: argparse.Namespace) -> int:
              + ", ".join(f"{u}/{pw}" for u, (pw, _g) in DEMO_USERS.items()) + ")")
         _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14;  a reconstructed SPK "
              f"(reprocesses orbit 11's products): ./sdc deliver --state-dir {args.state_dir} --orbits 11 --spk r")
+        _write_airflow_env(state, env)
+        # Pools live in Airflow's metadata DB: migrate it, then create the lanes' pools before anything runs.
+        for step in (["db", "migrate"], ["pools"]):
+            cmd = [sys.executable, "-m", "airflow", *step] if step[0] == "db" else \
+                [sys.executable, "-m", "emm_sdc.cli", *step]
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL if step[0] == "db" else None)
+        _say(f"Airflow CLI on this standalone: ./sdc airflow --state-dir {args.state_dir} <command> "
+             "(e.g. backfill create --dag-id emm_exi_reprocess ...)")
         # Airflow runs in its own process group so that one signal stops every component (scheduler,
         # workers, API server) before the services they use, on Ctrl-C as on `kill <pid>`.
         child = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
@@ -453,6 +461,27 @@ def cmd_standalone(args: argparse.Namespace) -> int:
             return 0
     finally:
         svc.close()
+
+
+AIRFLOW_ENV_FILE = "airflow.env.json"
+
+
+def _write_airflow_env(state: Path, env: dict[str, str]) -> None:
+    """The standalone's Airflow/SDC settings, for ``./sdc airflow`` (owner-only: it names local services)."""
+    keep = {k: v for k, v in env.items() if k.startswith(("AIRFLOW", "EMM_", "AWS_")) or k in ("PYTHONPATH", "PATH")}
+    path = state / AIRFLOW_ENV_FILE
+    path.write_text(json.dumps(keep, indent=1))
+    path.chmod(0o600)
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    """The ``airflow`` CLI against a running standalone (its metadata DB, connections and DAG folder)."""
+    path = Path(args.state_dir).resolve() / AIRFLOW_ENV_FILE
+    if not path.exists():
+        _say(f"no standalone settings at {path}: start one with ./sdc standalone --state-dir {args.state_dir}")
+        return 2
+    env = {**os.environ, **json.loads(path.read_text())}
+    return subprocess.run([sys.executable, "-m", "airflow", *args.airflow_args], env=env, check=False).returncode
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -505,6 +534,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return 1
     _say(f"{args.image} is now production for {args.instrument} (staging check {record['staging_check_id']}, "
          f"previous {record['previous_image']}). Set processing.runner.image to it in the ITF config.")
+    from emm_sdc.campaigns import backfill_command
+    from emm_sdc.core.config import load_instrument
+
+    cmd = backfill_command(connections.catalog(), load_instrument(args.instrument), f"image {args.image} promoted",
+                           campaign=f"{args.instrument} image {args.image.rsplit(':', 1)[-1]}")
+    if cmd:
+        _say(f"Then reprocess the archive with it:\n  {cmd}")
     return 0
 
 
@@ -519,6 +555,54 @@ def cmd_images(_args: argparse.Namespace) -> int:
         for c in cat.query("staging_checks_of", {"instrument_id": inst}):
             _say(f"    check {c['id']} {c['status']:7} candidate {c['candidate_image']} vs "
                  f"{c['production_image'] or '(first image)'}  {c['report_uri'] or ''}")
+    return 0
+
+
+def cmd_campaigns(args: argparse.Namespace) -> int:
+    """Reprocessing campaigns, newest first; with --suggest, the backfills a config change calls for."""
+    from emm_sdc import connections
+    from emm_sdc.campaigns import format_campaign, suggestions
+    from emm_sdc.core.config import load_instrument
+
+    cat = connections.catalog()
+    rows = cat.query("campaigns_summary", {"instrument_id": args.instrument, "limit": args.limit})
+    for c in rows:
+        _say(format_campaign(c))
+    if not rows:
+        _say("no reprocessing campaigns yet")
+    if args.suggest:
+        found = [s for inst in ([args.instrument] if args.instrument else INSTRUMENTS)
+                 for s in suggestions(cat, load_instrument(inst))]
+        _say("\n".join(found) if found else "nothing to reprocess: every latest product has the YAML's version")
+    return 0
+
+
+def cmd_impact(args: argparse.Namespace) -> int:
+    """Everything made from a file, transitively, and which latest products are stale."""
+    from emm_sdc import connections
+    from emm_sdc.campaigns import impact
+
+    report = impact(connections.catalog(), args.file_name)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if not report["descendants"]:
+        _say(f"{args.file_name}: nothing in the catalog was made from it")
+    for d in report["descendants"]:
+        state = "superseded" if d["superseded"] else ("STALE (an input has a newer version)" if d["stale"] else
+                                                      "latest")
+        _say(f"{'  ' * d['depth']}{d['file_name']}  [{d['data_level']}, {state}]")
+    if report["stale_latest"]:
+        _say(f"{len(report['stale_latest'])} latest product(s) are stale; reprocess them with emm_<inst>_reprocess")
+    return 0
+
+
+def cmd_pools(_args: argparse.Namespace) -> int:
+    """Create or resize the processing lanes' Airflow pools from the ITF YAMLs."""
+    from emm_sdc.lanes import ensure_pools
+
+    for spec in ensure_pools():
+        _say(f"pool {spec['name']}: {spec['slots']} slot(s)  ({spec['description']})")
     return 0
 
 
@@ -559,6 +643,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=cmd_images)
     p = sub.add_parser("migrate", help="apply catalog migrations (emm_catalog connection)")
     p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("campaigns", help="reprocessing campaigns (and, with --suggest, backfills to run)")
+    p.add_argument("--instrument", choices=INSTRUMENTS, default=None)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--suggest", action="store_true", help="print the backfills a product_version bump calls for")
+    p.set_defaults(func=cmd_campaigns)
+    p = sub.add_parser("impact", help="everything made from a file, and which latest products are stale")
+    p.add_argument("file_name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_impact)
+    p = sub.add_parser("pools", help="create or resize the processing lanes' Airflow pools (daily, reprocessing)")
+    p.set_defaults(func=cmd_pools)
+    p = sub.add_parser("airflow", help="the airflow CLI against a running standalone, e.g. ./sdc airflow backfill "
+                                       "create --dag-id emm_exi_reprocess ...")
+    p.add_argument("--state-dir", default=f"{default_state}/standalone")
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_airflow)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

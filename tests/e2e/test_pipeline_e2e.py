@@ -2,8 +2,8 @@
 
 A mixed MOC delivery for all three instruments goes through ingest and
 processing; the catalog and the archive are checked; then the same delivery
-arrives again and nothing changes. Further tests drive the processing DAG's
-params (reprocessing into a new revision) and failing processors.
+arrives again and nothing changes. Further tests drive the reprocessing DAG
+(a forced remake into a new revision, with its cascade) and failing processors.
 """
 
 from __future__ import annotations
@@ -121,17 +121,30 @@ def test_second_run_of_the_same_delivery_changes_nothing(world: Any, first_pass:
     assert archive_state(world["client"], world["buckets"]["inbox"]) == {}
 
 
-def test_reprocess_param_makes_a_new_revision_and_keeps_the_old(world: Any, first_pass: dict[str, Any]) -> None:
+def orbit_l0(cat: Catalog, inst: str, orbit: int) -> list[str]:
+    return [r["file_name"] for r in cat.query("science_l0_by_orbit", {"instrument_id": inst, "orbits": [orbit]})]
+
+
+def test_forced_reprocessing_makes_a_new_revision_with_its_cascade_and_keeps_the_old(
+        world: Any, first_pass: dict[str, Any]) -> None:
     cat: Catalog = world["cat"]
-    assert run("emm_emr_process", {"orbits": [11], "levels": ["l1"], "reprocess": True,
-                                   "reason": "new calibration"}) == "success"
-    l1 = [r for r in cat.query("all_files_brief") if r["file_name"].startswith("emm_emr_l1_")]
-    assert sorted(r["revision"] for r in l1) == [0, 0, 1, 1]
-    latest = cat.query("latest_of_level", {"instrument_id": "emr", "data_level": "l1"})
-    assert {r["revision"] for r in latest} == {1}
-    [reason] = {r["reason"] for r in cat.query("runs_of_level", {"instrument_id": "emr", "data_level": "l1"})
-                if r["reason"]}
-    assert reason == "new calibration"
+    files = orbit_l0(cat, "emr", 11)
+    before = cat.query("all_files_brief")
+    # nothing changed since the daily run made them: every job is skipped
+    assert run("emm_emr_reprocess", {"files": files, "reason": "nothing new"}) == "success"
+    assert cat.query("all_files_brief") == before
+    [campaign] = [c for c in cat.query("campaigns_summary", {"instrument_id": "emr", "limit": 10})
+                  if c["reason"] == "nothing new"]
+    assert (campaign["remade"], campaign["skipped"], campaign["failed"], campaign["status"]) == (0, 3, 0, "done")
+    assert run("emm_emr_reprocess", {"files": files, "from_level": "l2", "force": True,
+                                     "reason": "new calibration"}) == "success"
+    revisions = {lvl: sorted(r["revision"] for r in cat.query("all_files_brief")
+                             if r["file_name"].startswith(f"emm_emr_{lvl}_")) for lvl in ("l1", "l2", "l2ql")}
+    assert revisions == {"l1": [0, 0], "l2": [0, 0, 1, 1], "l2ql": [0, 0, 1, 1]}  # l2 and what is made from it
+    assert cat.query("stale_latest_products", {"instrument_id": "emr"}) == []
+    reasons = {r["reason"] for r in cat.query("runs_of_level", {"instrument_id": "emr", "data_level": "l2"})
+               if r["reason"]}
+    assert any(r.startswith("new calibration [campaign emm_emr_reprocess:") for r in reasons)
 
 
 @pytest.mark.parametrize(("hook", "failed_level"), [("crash@l2b", "l2b"), ("extra-file@l2a", "l2a")])
@@ -141,12 +154,12 @@ def test_failing_processor_indexes_nothing_of_its_job(world: Any, first_pass: di
     cat: Catalog = world["cat"]
     monkeypatch.setenv("EMM_REF_FAIL", hook)
     before = {r["file_name"] for r in cat.query("all_files_brief")}
-    state = run("emm_emu_process", {"orbits": [11], "reprocess": True, "reason": f"test {hook}"})
+    state = run("emm_emu_reprocess", {"files": orbit_l0(cat, "emu", 11), "force": True, "reason": f"test {hook}"})
     assert state == "failed"
     new = {r["file_name"] for r in cat.query("all_files_brief")} - before
     assert new and all(f"_{failed_level}_" not in n for n in new)
     runs = cat.query("runs_of_level", {"instrument_id": "emu", "data_level": failed_level})
-    failed = [r for r in runs if r["reason"] == f"test {hook}"]
+    failed = [r for r in runs if (r["reason"] or "").startswith(f"test {hook} ")]
     assert [r["status"] for r in failed] == ["failed"]
     assert failed[0]["log_uri"] and failed[0]["message"]
     data = archive_state(world["client"], world["buckets"]["archive"])

@@ -370,9 +370,12 @@ class World:
                          "LEFT JOIN science_files f ON f.processing_run_id = r.id GROUP BY r.id ORDER BY r.id")
         for run in runs:
             assert run["status"] != "success" or run["products"] > 0, f"a success without products: {run}"
-            assert run["status"] != "failed" or run["products"] == 0, f"a failed run with products: {run}"
+            assert run["status"] not in ("failed", "skipped") or run["products"] == 0, f"products of a {run}"
             if settled:
-                assert run["status"] in ("success", "failed"), f"a run left running: {run}"
+                assert run["status"] in ("success", "failed", "skipped"), f"a run left running: {run}"
+        twice = self.rows("SELECT input_hash FROM processing_runs WHERE status = 'success' AND NOT forced "
+                          "AND input_hash IS NOT NULL GROUP BY 1 HAVING count(*) > 1")
+        assert not twice, f"one job (input hash) indexed twice: {twice}"
         if settled:
             assert self.rows("SELECT * FROM pending_objects") == [], "reservations left behind"
         return {"runs": runs, "rows": rows}

@@ -27,7 +27,7 @@ from emm_sdc.core.jobs import JobSpec
 from emm_sdc.core.product_writes import sweep_stale_runs
 from emm_sdc.core.settings import project_root
 from emm_sdc.core.storage import Storage
-from emm_sdc.pipeline.process import collect_job, prepare_job
+from emm_sdc.lifecycle import Skipped, collect_job, fail_run, prepare_job
 from emm_sdc.runners.local import JobFailed, run_local
 from tests.faults.conftest import ingest
 from tests.faults.harness import Actor, World, kill_this_process
@@ -65,14 +65,14 @@ def worker(actors: Any) -> tuple[Catalog, Storage, Any, Any]:
 
 
 def make_job(actors: Any, cfg: Any, inputs: list[str], *, run_id: str = "r1", reprocess: bool = False,
-             run: bool = True) -> JobSpec:
+             force: bool = False, run: bool = True) -> JobSpec:
     """prepare (real catalog, real staging) and run the reference processor with the local runner."""
     cat, storage, _, _ = worker(actors)
     step = cfg.processing.chain[0]
-    spec = prepare_job(cat, storage, cfg, step, {"unit": "orbit-0011", "inputs": inputs, "kernel_class": "n"},
-                       dag_id="emm_emr_process", run_id=run_id, task_id=f"unit.{step.level}.prepare", map_index=0,
-                       reprocess=reprocess, reason="fault test")
-    assert spec is not None
+    unit = {"unit": "orbit-0011", "inputs": inputs, "kernel_class": "n", "reprocess": reprocess, "force": force,
+            "reason": "fault test"}
+    spec = prepare_job(cat, storage, cfg, step, unit, dag_id="emm_emr_process", run_id=run_id,
+                       task_id=f"unit.{step.level}.prepare", map_index=0)
     if run:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
         run_local(spec, cfg.processing.runner.command, cwd=project_root(), memory_mb=2048, timeout_s=120)
@@ -199,25 +199,56 @@ def test_lost_commit_acknowledgement(world: World, actors: Any, cfg: Any, sdc: d
 # --- races ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("forced", "loser"), [(False, "skipped"), (True, "failed")])
 def test_race_after_upload_never_deletes_the_winners_objects(world: World, actors: Any, cfg: Any,
-                                                             sdc: dict[str, Any]) -> None:
-    """Defect 4: two runs make the same products; the one that reserved first indexes them; the other fails
-    cleanly and deletes nothing of the winner's."""
+                                                             sdc: dict[str, Any], forced: bool, loser: str) -> None:
+    """Defect 4: two runs make the same products; the one that reserved first indexes them; the other deletes
+    nothing of the winner's. An identical job (same input hash) ends as skipped ("nothing changed"); a forced
+    one, which meant to make new products, fails cleanly."""
     a_spec = make_job(actors, cfg, [sdc["name"]], run_id="r1")
-    b_spec = make_job(actors, cfg, [sdc["name"]], run_id="r2")
+    b_spec = make_job(actors, cfg, [sdc["name"]], run_id="r2", force=forced)
     assert a_spec.revision == b_spec.revision  # prepared before either indexed: the same names
+    assert a_spec.input_hash == b_spec.input_hash
     a_cat, a_st, _, a_db = worker(actors)
     a = Actor("A", lambda: collect_job(a_cat, a_st, a_spec))
     a_db.at("insert_file_if_new", a.pause_hook)  # A has uploaded and is about to index
     a.start_and_wait_paused()
     b_cat, b_st, _, _ = worker(actors)
-    with pytest.raises(AirflowFailException, match="being written by processing run"):
+    expected = (pytest.raises(Skipped, match="made the same job at the same time") if loser == "skipped"
+                else pytest.raises(AirflowFailException, match="being written by processing run"))
+    with expected:
         collect_job(b_cat, b_st, b_spec)
     world.check_products(settled=False)
     assert a.release() and a.error is None
     world.check_products()
     statuses = sorted(r["status"] for r in world.rows("SELECT status FROM processing_runs"))
-    assert statuses == ["failed", "success"]
+    assert statuses == sorted([loser, "success"])
+
+
+def test_identical_jobs_with_different_names_cannot_both_index(world: World, actors: Any, cfg: Any,
+                                                               sdc: dict[str, Any]) -> None:
+    """The catalog's one-success-per-hash index, the last line behind the reservations: A and B are the same
+    job (same input hash) but B makes other names (its revision moved, as a planner bug or a hand-made run
+    could), so no reservation separates them. B is paused after its checks while A indexes; B's commit is
+    refused, its objects are removed, and it ends as skipped."""
+    a_spec = make_job(actors, cfg, [sdc["name"]], run_id="r1")
+    b_spec = make_job(actors, cfg, [sdc["name"]], run_id="r2", run=False)
+    b_spec.revision += 1
+    b_spec.write_manifest()
+    run_local(b_spec, cfg.processing.runner.command, cwd=project_root(), memory_mb=2048, timeout_s=120)
+    assert a_spec.input_hash == b_spec.input_hash
+    b_cat, b_st, _, b_db = worker(actors)
+    b = Actor("B", lambda: collect_job(b_cat, b_st, b_spec))
+    b_db.at("files_by_names", b.pause_hook)  # B passed the "an identical job succeeded" check
+    b.start_and_wait_paused()
+    a_cat, a_st, _, _ = worker(actors)
+    assert collect_job(a_cat, a_st, a_spec)
+    b.release()
+    assert isinstance(b.error, Skipped), b.error
+    world.check_products()
+    rows = world.rows("SELECT dag_run_id, status FROM processing_runs ORDER BY dag_run_id")
+    assert [(r["dag_run_id"], r["status"]) for r in rows] == [("r1", "success"), ("r2", "skipped")]
+    assert not [k for k in world.keys(world.archive) if f"_{b_spec.revision:02d}." in k]  # B's uploads removed
 
 
 def test_two_reprocessing_runs_in_a_row_get_their_own_revisions(world: World, actors: Any, cfg: Any,
@@ -225,7 +256,7 @@ def test_two_reprocessing_runs_in_a_row_get_their_own_revisions(world: World, ac
     cat, storage, _, _ = worker(actors)
     first = make_job(actors, cfg, [sdc["name"]], run_id="r1")
     collect_job(cat, storage, first)
-    second = make_job(actors, cfg, [sdc["name"]], run_id="r2", reprocess=True)
+    second = make_job(actors, cfg, [sdc["name"]], run_id="r2", reprocess=True, force=True)
     assert second.revision == first.revision + 1
     collect_job(cat, storage, second)
     world.check_products()
@@ -293,8 +324,6 @@ def test_timed_out_processor_indexes_nothing(world: World, actors: Any, cfg: Any
     with pytest.raises(JobFailed, match="timed out"):
         run_local(spec, ["python", "-c", "import time; time.sleep(60)"], cwd=project_root(), memory_mb=512,
                   timeout_s=1)
-    from emm_sdc.runs import fail_run
-
     cat, storage, _, _ = worker(actors)
     fail_run(cat, storage, spec, None, "timed out")
     world.check_products()

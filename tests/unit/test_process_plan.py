@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from emm_sdc.core.config import load_instrument
-from emm_sdc.pipeline.process import latest_per_root, plan_units_from
+from emm_sdc.lifecycle import latest_per_root
+from emm_sdc.pipeline.process import plan_units_from
 
 
 def row(name: str, orbit: int, root: str = "r", absv: int = 100) -> dict:

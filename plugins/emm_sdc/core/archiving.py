@@ -51,6 +51,7 @@ REASONS = {
     "orphan-checksum": "a .md5 sidecar arrived without its data file within the grace period",
     "bad-sidecar": "the .md5 sidecar is not one md5sum line for this file",
     "empty": "the file has zero bytes",
+    "too-large": "the file is larger than the SDC accepts for its kind",
     "checksum-mismatch": "the MD5 of the received bytes differs from the sidecar's",
     "truncated": "the last CCSDS packet is incomplete",
     "bad-content": "the bytes are not this instrument's CCSDS packets",

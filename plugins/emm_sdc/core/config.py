@@ -183,6 +183,15 @@ class ChainStep(_Strict):
     inputs: list[str] = Field(min_length=1)
     uses_spice: bool = False
     parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    #: Which calibration set the step's jobs get: ``latest``, a set number, or None = none (docs/calibration.md).
+    calibration: Literal["latest"] | int | None = None
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _calibration(cls, v: Any) -> Any:
+        if v is None or v == "latest" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'latest', a calibration set number (1, 2, ...), or null for none")
 
 
 class ProcessingConfig(_Strict):
@@ -206,11 +215,25 @@ class ReleaseConfig(_Strict):
     include_quicklook: bool = False
 
 
+class LanePools(_Strict):
+    """Airflow pool sizes of the two processing lanes (pools ``emm_<inst>_daily`` and ``emm_<inst>_reprocessing``).
+
+    Every processing task of a lane takes one slot of its pool, so a reprocessing campaign can never use
+    more than ``reprocessing`` worker slots, whatever its size, and daily work keeps ``daily`` for itself.
+    """
+
+    daily: int = Field(default=4, ge=1, le=1024)
+    reprocessing: int = Field(default=1, ge=1, le=1024)
+
+
 class AirflowSettings(_Strict):
     retries: int = Field(default=2, ge=0, le=10)
     retry_delay_minutes: int = Field(default=5, ge=0, le=24 * 60)
     max_active_tasks: int = Field(default=8, ge=1, le=256)
     max_active_runs: int = Field(default=1, ge=1, le=32)
+    pools: LanePools = LanePools()
+    #: Reprocessing: runs of ``emm_<inst>_reprocess`` (one per day of mission time) active at once.
+    reprocess_max_active_runs: int = Field(default=2, ge=1, le=32)
 
 
 class Notifications(_Strict):

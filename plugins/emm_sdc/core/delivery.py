@@ -6,11 +6,18 @@ checksum), as is a sidecar whose data file never came, anything in a
 sub-folder of the inbox (the MOC delivers flat) and any key ending in ``/``
 (a file uploaded "as a folder"). Everything else *waits*, with the reason.
 Every key under the prefix is accounted for: ready, overdue or waiting; the
-only key left out is the prefix's own folder marker, which holds no data.
+only keys left out are the folder markers of the prefix (and of its named
+sub-folders), which hold no data.
+
+A caller may name sub-folders of the prefix that are inboxes of their own (the
+instrument inbox's ``calibration/``): their files are planned by the same
+rules and carry the folder's name in :attr:`DeliveryItem.folder`, so the DAG
+routes them to that folder's handler.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +35,7 @@ class DeliveryItem:
     etag: str
     sidecar_key: str | None = None
     problem: str | None = None  # set for overdue/stray items: the quarantine reason code
+    folder: str | None = None  # the named sub-folder it was delivered to (None: the prefix itself)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,34 +66,48 @@ class DeliveryPlan:
         return work[:limit], waiting
 
 
-def plan(objects: list[ObjectInfo], prefix: str, *, now: datetime, grace: timedelta) -> DeliveryPlan:
-    """Sort an inbox listing into ready, overdue and waiting work."""
-    by_key = {o.key: o for o in objects if o.key != prefix}
+def folder_markers(prefix: str, folders: Collection[str] = ()) -> set[str]:
+    """The folder-marker keys of an inbox prefix and of its named sub-folders (they hold no data)."""
+    return {prefix} | {f"{prefix}{folder}/" for folder in folders}
+
+
+def plan(objects: list[ObjectInfo], prefix: str, *, now: datetime, grace: timedelta,
+         folders: Collection[str] = ()) -> DeliveryPlan:
+    """Sort an inbox listing into ready, overdue and waiting work.
+
+    ``folders``: sub-folders of the prefix planned as inboxes of their own (their items carry ``folder``).
+    """
+    markers = folder_markers(prefix, folders)
+    by_key = {o.key: o for o in objects if o.key not in markers}
     ready: list[DeliveryItem] = []
     overdue: list[DeliveryItem] = []
     waiting: dict[str, str] = {}
     for key, obj in sorted(by_key.items()):
         rel = key[len(prefix):] if key.startswith(prefix) else key
+        head, sep, rest = rel.partition("/")
+        folder = head if sep and head in folders else None
+        if folder is not None:
+            rel = rest
         if "/" in rel.rstrip("/"):
-            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="unexpected-location"))
+            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="unexpected-location", folder=folder))
             continue
         if rel.endswith("/"):
-            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="folder-key"))
+            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="folder-key", folder=folder))
             continue
         late = now - obj.last_modified >= grace
         if key.endswith(SIDECAR_SUFFIX):
             if key[: -len(SIDECAR_SUFFIX)] in by_key:
                 continue  # travels with its data file
             if late:
-                overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="orphan-checksum"))
+                overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="orphan-checksum", folder=folder))
             else:
                 waiting[key] = f"sidecar without its data file; waits up to {grace} for it"
             continue
         sidecar = key + SIDECAR_SUFFIX
         if sidecar in by_key:
-            ready.append(DeliveryItem(key, obj.size, obj.etag, sidecar_key=sidecar))
+            ready.append(DeliveryItem(key, obj.size, obj.etag, sidecar_key=sidecar, folder=folder))
         elif late:
-            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="missing-checksum"))
+            overdue.append(DeliveryItem(key, obj.size, obj.etag, problem="missing-checksum", folder=folder))
         else:
             waiting[key] = f"waits for its .md5 sidecar (grace period {grace})"
     return DeliveryPlan(ready, overdue, waiting)

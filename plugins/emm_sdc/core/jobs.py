@@ -119,6 +119,10 @@ class JobSpec:
     image: str | None = None
     lane: str = "daily"  # daily | reprocessing (batch job queue)
     s3_prefix: str | None = None  # batch: s3://bucket/prefix/ holding the staged job
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # file_name, md5, version of each file
+    calibration_version: int | None = None  # the calibration set (core/calibration.py)
+    input_hash: str | None = None  # the job's content hash (lifecycle.py)
+    forced: bool = False  # made although an identical job succeeded before (force)
 
     @property
     def input_dir(self) -> Path:
@@ -160,6 +164,11 @@ class JobSpec:
             "environment": self.environment,
             "spice_metakernel": self.meta_kernel,
             "calibration_dir": self.calibration_dir,
+            "calibration_version": self.calibration_version,
+            "calibration": [
+                {**c, "path": str(Path(self.calibration_dir) / c["file_name"]) if self.calibration_dir else None}
+                for c in self.calibration
+            ],
             "parameters": self.parameters,
             "inputs": [
                 {"file_name": i.file_name, "path": str(root / i.file_name), "level": i.level, "md5": i.md5}

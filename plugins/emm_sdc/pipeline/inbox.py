@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import get_current_context
 
 from emm_sdc.core.archiving import InboxHandler, display_name
-from emm_sdc.core.delivery import DeliveryItem
+from emm_sdc.core.delivery import DeliveryItem, folder_markers
 from emm_sdc.core.naming import task_label
 from emm_sdc.core.storage import Storage
 
@@ -60,8 +60,11 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def run_waiting(storage: Storage, bucket: str, prefix: str, plan_tasks: tuple[str, ...] = ("plan_batch",),
-                handle_tasks: tuple[str, ...] = ("handle_file",)) -> dict[str, str]:
-    """What this run left in the inbox and why, from its plan and handle tasks (for the run's report)."""
+                handle_tasks: tuple[str, ...] = ("handle_file",), folders: tuple[str, ...] = ()) -> dict[str, str]:
+    """What this run left in the inbox and why, from its plan and handle tasks (for the run's report).
+
+    ``folders``: the sub-folders the run planned as inboxes of their own (their folder markers hold no data).
+    """
     ti = get_current_context()["ti"]
     planned: list[dict[str, Any]] = []
     waiting: dict[str, str] = {}
@@ -71,7 +74,8 @@ def run_waiting(storage: Storage, bucket: str, prefix: str, plan_tasks: tuple[st
         waiting.update(ti.xcom_pull(task_ids=t, key="waiting") or {})
     for t in handle_tasks:
         outcomes += [o for o in _as_list(ti.xcom_pull(task_ids=t)) if o]
-    remaining = [o.key for o in storage.list(bucket, prefix) if o.key != prefix]
+    markers = folder_markers(prefix, folders)
+    remaining = [o.key for o in storage.list(bucket, prefix) if o.key not in markers]
     left = inbox_accounting(remaining, planned, waiting, outcomes)
     for key, why in left.items():
         log.info("left in the inbox: %s: %s", key, why)

@@ -3,7 +3,9 @@
 DAG ``emm_<inst>_ingest``, on the ITF's cron schedule: a deferrable S3 sensor
 waits (in the triggerer, costing no worker slot) until the inbox holds work
 that is ready; each file is then validated and archived or quarantined by
-its own mapped task; Asset events announce the new L0 and HK files.
+its own mapped task; Asset events announce the new L0 and HK files. Files in
+the inbox's ``calibration/`` folder are the ITF's calibration data: the same
+tasks version and archive them (core/calibration.py).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from airflow.sdk import DAG, TriggerRule, dag, get_current_context, task
 
 from emm_sdc import connections
 from emm_sdc.assets import level_asset
-from emm_sdc.core import delivery
-from emm_sdc.core.archiving import Archiver
+from emm_sdc.core import calibration, delivery
+from emm_sdc.core.archiving import Archiver, InboxHandler
 from emm_sdc.core.config import ItfConfig
 from emm_sdc.core.settings import get_settings
 from emm_sdc.notify import SdcNotifier
@@ -37,13 +39,32 @@ log = logging.getLogger(__name__)
 
 #: Most files one run handles (each is a mapped task; Airflow caps maps at 1024).
 MAX_BATCH = 500
+#: Sub-folders of an instrument's inbox prefix with their own handler.
+FOLDERS = (calibration.FOLDER,)
 
 
 def inbox_has_work(files: list[dict[str, Any]], prefix: str, grace_minutes: int, **_context: Any) -> bool:
     """Sensor check: fire only when some file is ready or overdue, not for files still waiting."""
     plan = delivery.plan(delivery.sensor_objects(files), prefix,
-                         now=datetime.now(UTC), grace=timedelta(minutes=grace_minutes))
+                         now=datetime.now(UTC), grace=timedelta(minutes=grace_minutes), folders=FOLDERS)
     return bool(plan.actionable)
+
+
+def new_calibration_note(cat: Any, cfg: ItfConfig, dag_id: str, dag_run_id: str) -> dict[str, Any] | None:
+    """New calibration versions this run archived, and the backfill that remakes what uses ``latest``."""
+    from emm_sdc.campaigns import backfill_command
+
+    new = cat.query("calibration_archived_in_run", {"dag_id": dag_id, "dag_run_id": dag_run_id})
+    if not new:
+        return None
+    users = [s.level for s in cfg.processing.chain if s.calibration == "latest"]
+    set_version = new[-1]["set_version"]
+    cmd = backfill_command(cat, cfg, f"calibration set {set_version}", from_level=users[0],
+                           campaign=f"{cfg.instrument} calibration set {set_version}") if users else None
+    log.info("new calibration: %s; %s", [f"{r['file_name']} v{r['version']}" for r in new],
+             f"to remake {users} with it: {cmd}" if cmd else "no chain step uses the latest set")
+    return {"files": [f"{r['file_name']} v{r['version']}" for r in new], "set_version": set_version,
+            "levels": users, "backfill_command": cmd}
 
 
 def build_ingest_dag(cfg: ItfConfig) -> DAG:
@@ -84,7 +105,8 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
         def plan_batch() -> list[dict[str, Any]]:
             """Pair files with sidecars; return the ready and overdue ones (at most MAX_BATCH)."""
             objects = connections.storage().list(settings.inbox_bucket, prefix)
-            plan = delivery.plan(objects, prefix, now=datetime.now(UTC), grace=timedelta(minutes=grace))
+            plan = delivery.plan(objects, prefix, now=datetime.now(UTC), grace=timedelta(minutes=grace),
+                                 folders=FOLDERS)
             work, waiting = plan.batch(MAX_BATCH)
             for key, why in list(waiting.items())[:50]:
                 log.info("waiting: %s: %s", key, why)
@@ -96,12 +118,14 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
         @task(map_index_template="{{ file_name }}")
         def handle_file(item: dict[str, Any]) -> dict[str, Any]:
             """Validate one delivery (name, sidecar, MD5, packets) and archive or quarantine it."""
-            archiver = Archiver(
-                connections.storage(), connections.catalog(), cfg,
-                inbox_bucket=settings.inbox_bucket, archive_bucket=settings.archive_bucket,
-                ctx=run_context(),
-            )
-            return handle_inbox_item(archiver, item)
+            common: dict[str, Any] = {"inbox_bucket": settings.inbox_bucket,
+                                      "archive_bucket": settings.archive_bucket, "ctx": run_context()}
+            if item.get("folder") == calibration.FOLDER:
+                handler: InboxHandler = calibration.CalibrationArchiver(
+                    connections.storage(), connections.catalog(), inst, **common)
+            else:
+                handler = Archiver(connections.storage(), connections.catalog(), cfg, **common)
+            return handle_inbox_item(handler, item)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def report() -> dict[str, Any]:
@@ -117,7 +141,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                 {"file": r["inbox_key"], "reason_code": r["reason_code"], "reason": r["reason"]}
                 for r in quarantined
             ]
-            summary["waiting"] = run_waiting(connections.storage(), settings.inbox_bucket, prefix)
+            summary["waiting"] = run_waiting(connections.storage(), settings.inbox_bucket, prefix, folders=FOLDERS)
             if quarantined:
                 body = "\n".join(f"- {q['file']}: {q['reason_code']}: {q['reason']}" for q in summary["quarantine"])
                 SdcNotifier.from_config(
@@ -125,6 +149,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                     subject=f"[EMM SDC] {len(quarantined)} {inst} file(s) quarantined",
                     body=f"Run {ctx.dag_run_id} of {ctx.dag_id} quarantined:\n{body}",
                 ).notify(get_current_context())
+            summary["calibration"] = new_calibration_note(cat, cfg, ctx.dag_id, ctx.dag_run_id)
             log.info("ingest summary: %s", {k: v for k, v in summary.items() if k != "waiting"}
                      | {"waiting": len(summary["waiting"])})
             return summary

@@ -9,8 +9,8 @@ copied into the kernel directory and indexed; bad kernels are quarantined
 with the reason. When a run archived anything, a new meta-kernel version is
 written (Asset ``emm_spice_meta_kernel``). Products made with a worse kernel
 class whose time the new kernels now cover at ``r`` or ``f`` are queued for
-reprocessing: a run of each affected instrument's processing DAG, with a note
-and a ``reason`` saying which kernels and which time made it necessary.
+reprocessing: a run of each affected instrument's ``emm_<inst>_reprocess`` (its reprocessing lane),
+with a note and a ``reason`` saying which kernels and which time made it necessary.
 """
 
 from __future__ import annotations
@@ -146,9 +146,10 @@ def build_spice_refresh_dag() -> DAG:
                 log.info("%s: reprocess %d L0 file(s) at %s: %s", p["instrument"], len(p["files"]), p["levels"],
                          p["reason"])
             return [{
-                "trigger_dag_id": f"emm_{p['instrument']}_process",
+                "trigger_dag_id": f"emm_{p['instrument']}_reprocess",
                 "trigger_run_id": f"{REPROCESSING_RUN_PREFIX}{ctx['run_id']}__{p['instrument']}",
-                "conf": {"files": p["files"], "levels": p["levels"], "reprocess": True, "reason": p["reason"]},
+                "conf": {"files": p["files"], "from_level": p["levels"][0], "reason": p["reason"],
+                         "campaign": f"spice-refresh {ctx['run_id']}"},
                 "note": p["reason"][:1000],
             } for p in plans]
 

@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk import DAG, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc import connections
+from emm_sdc.campaigns import backfill_command
 from emm_sdc.core import images
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.checksums import md5_file
@@ -37,12 +38,11 @@ from emm_sdc.core.config import ChainStep, ItfConfig, load_instrument
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
+from emm_sdc.lanes import lane_args
+from emm_sdc.lifecycle import archive_log, build_chain, fail_run, job_context, open_job
 from emm_sdc.notify import SdcNotifier
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, default_args, fail_if_any_failed
-from emm_sdc.pipeline.process import open_job
-from emm_sdc.runners import run_task
 from emm_sdc.runners.batch import fetch_outputs
-from emm_sdc.runs import archive_log, fail_run
 
 log = logging.getLogger(__name__)
 STAGING_ROOT = "emm/staging"
@@ -78,7 +78,7 @@ def reference_rows(cat: Catalog, cfg: ItfConfig, names: list[str]) -> list[dict[
 
 
 def stage_level(cat: Catalog, storage: Storage, cfg: ItfConfig, step: ChainStep, role: dict[str, Any], *,
-                dag_id: str, run_id: str, task_id: str, map_index: int) -> JobSpec | None:
+                dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int = 1) -> JobSpec | None:
     """Stage one level's job for one role: L0 from the archive, later levels from this role's results."""
     base = check_dir(dag_id, run_id)
     runner = staging_runner(cfg)
@@ -110,7 +110,8 @@ def stage_level(cat: Catalog, storage: Storage, cfg: ItfConfig, step: ChainStep,
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(local, dest)
-    open_job(cat, storage, cfg, spec, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
+    open_job(cat, storage, cfg, spec, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+             try_number=try_number)
     return spec
 
 
@@ -143,10 +144,7 @@ def _level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
 
     @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED)
     def prepare(role: dict[str, Any]) -> dict[str, Any]:
-        ctx = get_current_context()
-        spec = stage_level(connections.catalog(), connections.storage(), cfg, step, role,
-                           dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
-                           task_id=ctx["ti"].task_id, map_index=ctx["ti"].map_index)
+        spec = stage_level(connections.catalog(), connections.storage(), cfg, step, role, **job_context())
         if spec is None:
             raise AirflowSkipException(f"no inputs for {step.level}")
         return spec.to_dict()
@@ -209,16 +207,9 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
 
         @task_group(group_id="image")
         def image_chain(role: dict[str, Any]) -> None:
-            done: dict[str, Any] = {}
-            for step in cfg.processing.chain:
-                with TaskGroup(group_id=step.level):
-                    prepare, keep = _level_tasks(cfg, step)
-                    job = prepare(role)
-                    finished = keep(job, run_task(runner, job), role)
-                for src in step.inputs:
-                    if src in done:
-                        done[src] >> job
-                done[step.level] = finished
+            # A check is occasional, heavy work: the reprocessing lane, never in daily processing's way.
+            build_chain(cfg.processing.chain, role, runner, lambda step: _level_tasks(cfg, step),
+                        lane_args(cfg, "reprocessing"))
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def compare(roles: list[dict[str, Any]]) -> dict[str, Any]:
@@ -307,13 +298,18 @@ def build_promote_dag() -> DAG:
             except images.PromotionRefused as exc:
                 raise AirflowFailException(str(exc)) from None
             cfg = load_instrument(p["instrument"])
+            backfill = backfill_command(connections.catalog(), cfg, f"image {p['image']} promoted",
+                                        campaign=f"{p['instrument']} image {p['image'].rsplit(':', 1)[-1]}")
+            log.info("to remake the archive with the new image: %s", backfill or "(no L0 archived yet)")
             SdcNotifier.from_config(
                 cfg.notifications, subject=f"[EMM SDC] {p['image']} is now production for {p['instrument']}",
                 body=(f"Promoted after staging check {record['staging_check_id']} ({record['report_uri']}); "
                       f"previous: {record['previous_image']}. Set processing.runner.image to {p['image']} in "
-                      f"the {p['instrument']} config; production runs refuse any other image."),
+                      f"the {p['instrument']} config; production runs refuse any other image."
+                      + (f"\n\nTo reprocess the archive with it (after the config change):\n  {backfill}"
+                         if backfill else "")),
             ).notify(ctx)
-            return record
+            return {**record, "backfill_command": backfill}
 
         promote()
 

@@ -17,26 +17,29 @@ from emm_sdc.core.jobs import JobSpec
 from emm_sdc.core.settings import get_settings, project_root
 
 
-def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run") -> Any:
-    """Add the runner's task for ``job`` (the prepare task's output) and return its output."""
+def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run", **task_args: Any) -> Any:
+    """Add the runner's task for ``job`` (the prepare task's output) and return its output.
+
+    ``task_args`` (pool, priority weight: the job's lane) go to the operator as they are.
+    """
     timeout = timedelta(minutes=runner.timeout_minutes + 5)  # backstop: runners enforce the YAML timeout
     if runner.kind == "docker":
         from emm_sdc.runners.docker import SdcDockerOperator
 
         return SdcDockerOperator(task_id=task_id, job=job, memory_mb=runner.memory_mb,
                                  timeout_s=runner.timeout_minutes * 60, cpus=runner.cpus,
-                                 execution_timeout=timeout).output
+                                 execution_timeout=timeout, **task_args).output
     if runner.kind == "batch":
         from emm_sdc.runners.batch import SdcBatchOperator
 
         return SdcBatchOperator(task_id=task_id, job=job, runner=runner, aws_conn_id=get_settings().aws_conn_id,
-                                execution_timeout=timeout).output
+                                execution_timeout=timeout, **task_args).output
 
-    @task(task_id=task_id, execution_timeout=timeout)
+    @task(task_id=task_id, execution_timeout=timeout, **task_args)
     def run_local_job(job: dict[str, Any]) -> dict[str, Any]:
         """Run the processor as a subprocess under the contract."""
+        from emm_sdc.lifecycle import fail_job
         from emm_sdc.runners.local import JobFailed, run_local
-        from emm_sdc.runs import fail_job
 
         spec = JobSpec.from_dict(job)
         if spec.output_dir.exists():  # a retry starts from an empty output directory

@@ -26,8 +26,8 @@ from emm_sdc.core.config import RunnerConfig
 from emm_sdc.core.jobs import MAX_PRODUCT_BYTES, JobSpec, OutputError, safe_id
 from emm_sdc.core.kernels import SPICE_ROOT
 from emm_sdc.core.storage import Storage
+from emm_sdc.lifecycle import fail_job
 from emm_sdc.runners.local import JobFailed
-from emm_sdc.runs import fail_job
 
 PROCESSOR_COMMAND = ["python3", "/opt/emm/processor.py"]
 #: Staging area of batch jobs in the archive bucket (expire it with a lifecycle rule).
@@ -144,6 +144,12 @@ def stage_inputs(storage: Storage, spec: JobSpec, bucket: str) -> str:
         key = f"{prefix}in/{entry['file_name']}"
         storage.upload_verified(spec.input_dir / entry["file_name"], bucket, key, md5=entry["md5"])
         entry["path"] = f"s3://{bucket}/{key}"
+    for entry in manifest["calibration"]:  # the calibration set, staged beside the inputs
+        key = f"{prefix}calibration/{entry['file_name']}"
+        storage.upload_verified(Path(spec.calibration_dir or "") / entry["file_name"], bucket, key, md5=entry["md5"])
+        entry["path"] = f"s3://{bucket}/{key}"
+    if manifest["calibration"]:
+        manifest["calibration_dir"] = f"s3://{bucket}/{prefix}calibration/"
     storage.put_json(bucket, f"{prefix}input_manifest.json", manifest)
     return f"s3://{bucket}/{prefix}"
 

@@ -25,8 +25,8 @@ from docker.types import Mount
 
 from emm_sdc.core.jobs import JobSpec, safe_id
 from emm_sdc.core.kernels import rebase_meta_kernel
+from emm_sdc.lifecycle import fail_job
 from emm_sdc.runners.local import JobFailed
-from emm_sdc.runs import fail_job
 
 CONTAINER_WORK = "/emm/work"
 CONTAINER_SPICE = "/emm/spice"
@@ -48,6 +48,8 @@ def container_view(spec: JobSpec) -> tuple[dict[str, str], list[Mount]]:
     if spec.calibration_dir:
         mounts.append(Mount(CONTAINER_CALIBRATION, spec.calibration_dir, type="bind", read_only=True))
         manifest["calibration_dir"] = CONTAINER_CALIBRATION
+        for entry in manifest["calibration"]:
+            entry["path"] = f"{CONTAINER_CALIBRATION}/{entry['file_name']}"
     (Path(spec.workdir) / Path(CONTAINER_MANIFEST).name).write_text(json.dumps(manifest, indent=2))
     env = spec.env(manifest=CONTAINER_MANIFEST, output_dir=f"{CONTAINER_WORK}/out")
     env["EMM_SPICE_METAKERNEL"] = manifest["spice_metakernel"] or ""
