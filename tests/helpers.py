@@ -236,9 +236,9 @@ def execute_runs(dag: Any, run_ids: list[int]) -> dict[str, str]:
 
 
 def run_scheduled(dag_id: str, day: str) -> tuple[str, list[tuple[str, str]]]:
-    """A run of ``dag_id`` as its scheduler would create it for ``day`` (run type scheduled), executed;
-    returns its state and (task id, state) of every task."""
-    from datetime import datetime
+    """A run of ``dag_id`` as its scheduler would create it for the interval starting ``day`` (run type
+    scheduled), executed; returns its state and (task id, state) of every task."""
+    from datetime import datetime, timedelta
 
     from airflow import settings
     from airflow.models.dagrun import DagRun
@@ -251,17 +251,21 @@ def run_scheduled(dag_id: str, day: str) -> tuple[str, list[tuple[str, str]]]:
 
     dag = instrument_dags(dag_id.split("_")[1])[dag_id]
     sync_dags_to_db()
-    start = datetime.fromisoformat(day + "T00:00:00+00:00")
-    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=start)
+    end = datetime.fromisoformat(day + "T00:00:00+00:00") + timedelta(days=1)
+    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=end)
     session = settings.Session()
     scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
-    dr = scheduler_dag.create_dagrun(
-        run_id=DagRun.generate_run_id(run_type=DagRunType.SCHEDULED, logical_date=interval.start,
-                                      run_after=interval.end),
-        logical_date=interval.start, data_interval=interval, run_after=interval.end, conf=None,
-        run_type=DagRunType.SCHEDULED, state=DagRunState.QUEUED, triggered_by=DagRunTriggeredByType.TIMETABLE,
-        triggering_user_name=None, session=session)
-    session.commit()
+    try:
+        dr = scheduler_dag.create_dagrun(
+            run_id=DagRun.generate_run_id(run_type=DagRunType.SCHEDULED, logical_date=interval.start,
+                                          run_after=interval.end),
+            logical_date=interval.start, data_interval=interval, run_after=interval.end, conf=None,
+            run_type=DagRunType.SCHEDULED, state=DagRunState.QUEUED, triggered_by=DagRunTriggeredByType.TIMETABLE,
+            triggering_user_name=None, session=session)
+        session.commit()
+    except Exception:
+        session.rollback()  # leave the shared scoped session usable for the next test
+        raise
     run_id = dr.id
     [state] = execute_runs(dag, [run_id]).values()
     session = settings.Session()

@@ -170,7 +170,7 @@ def test_a_scheduled_run_never_reprocesses(world: Any, second: dict[str, Any]) -
     cat = world["cat"]
     before = (products(cat), data_objects(world), cat.query("campaigns_summary", {"instrument_id": None,
                                                                                    "limit": 100}))
-    state, tasks = run_scheduled("emm_exi_reprocess", "2021-06-19")  # a day with data
+    state, tasks = run_scheduled("emm_exi_reprocess", "2021-06-17")  # a day with data, not backfilled
     assert state == "success"
     assert dict(tasks)["plan"] == "skipped"
     assert {s for _t, s in tasks} == {"skipped"}

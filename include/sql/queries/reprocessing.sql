@@ -63,8 +63,9 @@ SET campaign_id = EXCLUDED.campaign_id, inputs = EXCLUDED.inputs, status = 'runn
 RETURNING id;
 
 -- name: campaign_run_by_dag_run
-SELECT * FROM campaign_runs WHERE dag_id = %(dag_id)s AND dag_run_id = %(dag_run_id)s
-ORDER BY clear_number DESC LIMIT 1;
+SELECT r.*, c.campaign_key, c.reason FROM campaign_runs r JOIN campaigns c ON c.id = r.campaign_id
+WHERE r.dag_id = %(dag_id)s AND r.dag_run_id = %(dag_run_id)s
+ORDER BY r.clear_number DESC LIMIT 1;
 
 -- name: job_counts_of_campaign_run
 -- The last attempt of each job (level x work unit) of one campaign run, counted by outcome.

@@ -152,6 +152,18 @@ def dry_run_report(
     return report
 
 
+def run_note(run: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The DAG run's note: its campaign and what it did (Markdown, as the UI shows notes)."""
+    head = f"**{run['campaign_key']}**: {run['reason']}"
+    if summary.get("dry_run"):
+        actions: dict[str, int] = {}
+        for p in summary["planned"]:
+            actions[p["action"]] = actions.get(p["action"], 0) + 1
+        return head + "\n\nDRY RUN, nothing written: would " + ", ".join(f"{k} {v}" for k, v in sorted(actions.items()))
+    return (head + f"\n\n{summary['inputs']} L0 file(s): remade {summary['remade']}, skipped {summary['skipped']} "
+            f"(nothing changed), failed {summary['failed']} job(s). `./sdc campaigns` has the whole campaign.")
+
+
 def build_reprocess_dag(cfg: ItfConfig) -> DAG:
     """``emm_<inst>_reprocess``: backfillable reprocessing of one instrument, in its reprocessing lane."""
     inst = cfg.instrument
@@ -327,7 +339,9 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
                 raise AirflowSkipException(NO_OP)
             run = row[0]
             if run["planned"] is not None:  # a dry run: closed by plan
-                return {"dry_run": True, "planned": run["planned"]}
+                summary = {"dry_run": True, "planned": run["planned"]}
+                connections.set_run_note(ctx["dag"].dag_id, ctx["run_id"], run_note(run, summary))
+                return summary
             counts = cat.query("job_counts_of_campaign_run", {"campaign_run_id": run["id"]})[0]
             inputs = run["inputs"]
             status = "failed" if counts["failed"] else "success"
@@ -337,6 +351,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
             )
             summary = {"campaign_run": run["id"], "status": status, "inputs": inputs, **counts}
             log.info("campaign run %s: %s", run["id"], summary)
+            connections.set_run_note(ctx["dag"].dag_id, ctx["run_id"], run_note(run, summary))
             return summary
 
         units = plan()
