@@ -118,8 +118,7 @@ def test_reprocess_dag_is_backfillable_and_in_its_lane(bag: DagBag) -> None:
     assert dag.is_paused_upon_creation is False and dag.max_active_runs == 2
     assert set(dag.params) == {"reason", "from_level", "force", "dry_run", "files", "campaign"}
     assert dag.params.get_param("from_level").schema["enum"] == [None, "l1", "l2a", "l1ql"]
-    chain = [t for t in dag.tasks if t.task_id.startswith("unit.")]
-    assert len(chain) == 9 and {(t.pool, t.priority_weight) for t in chain} == {("emm_exi_reprocessing", 1)}
-    daily = [t for t in bag.dags["emm_exi_process"].tasks if t.task_id.startswith("unit.")]
-    assert {(t.pool, t.priority_weight) for t in daily} == {("emm_exi_daily", 100)}
+    assert len([t for t in dag.tasks if t.task_id.startswith("unit.")]) == 9
+    assert {(t.pool, t.priority_weight) for t in dag.tasks} == {("emm_exi_reprocessing", 1)}
+    assert {(t.pool, t.priority_weight) for t in bag.dags["emm_exi_process"].tasks} == {("emm_exi_daily", 100)}
     assert "reprocess" not in bag.dags["emm_exi_process"].params  # remaking is the reprocess DAG's job

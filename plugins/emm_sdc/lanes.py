@@ -8,12 +8,18 @@ sends each lane to its own job queue. A campaign of any size therefore holds
 at most its pool's slots, and whenever a slot frees up, the scheduler gives it
 to daily work first.
 
+On the machine itself, reprocessing work also yields the CPU: its tasks and
+processors run at a lower scheduling priority (``nice`` 10) and its containers
+with an eighth of the CPU weight (``cpu_shares``), so when both lanes share a
+worker, daily work gets the cores first.
+
 Pools live in Airflow's metadata database: :func:`ensure_pools` creates or
 resizes them (``./sdc pools``, the standalone and the benchmarks call it).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -33,6 +39,20 @@ def pool_name(instrument: str, lane: Lane) -> str:
 def lane_args(cfg: ItfConfig, lane: Lane) -> dict[str, Any]:
     """Operator arguments that put a task in its lane: pool, priority weight (absolute)."""
     return {"pool": pool_name(cfg.instrument, lane), "priority_weight": PRIORITY[lane], "weight_rule": "absolute"}
+
+
+#: Scheduling priority of reprocessing work on a worker (processes inherit it), and its containers' CPU weight.
+REPROCESSING_NICE = 10
+REPROCESSING_CPU_WEIGHT = 1 / 8
+
+
+def yield_cpu(lane: str) -> None:
+    """In a reprocessing task, lower this process's CPU priority (and so its processor's) to ``nice`` 10."""
+    if lane != "reprocessing":
+        return
+    current = os.nice(0)
+    if current < REPROCESSING_NICE:
+        os.nice(REPROCESSING_NICE - current)
 
 
 def pool_specs(configs: Iterable[ItfConfig]) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ from emm_sdc.core.product_writes import KeyReserved, PlannedObject, ProductWrite
 from emm_sdc.core.refresh import sync_kernel_dir
 from emm_sdc.core.settings import get_settings, project_root
 from emm_sdc.core.storage import LOG_ROOT, Storage
+from emm_sdc.lanes import yield_cpu
 
 log = logging.getLogger(__name__)
 
@@ -615,6 +616,7 @@ def processing_level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
         """Resolve inputs from the catalog, hash the job, skip it if nothing changed, else stage it."""
         from emm_sdc import connections
 
+        yield_cpu(unit.get("lane", "daily"))
         wanted = unit.get("levels") or get_current_context()["params"].get("levels")
         if wanted and step.level not in wanted:
             raise AirflowSkipException(f"{step.level} not among the levels to make {wanted}")
@@ -630,6 +632,7 @@ def processing_level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
         from emm_sdc import connections
 
         spec = JobSpec.from_dict(job)
+        yield_cpu(spec.lane)
         try:
             names = collect_job(connections.catalog(), connections.storage(), spec)
         except Skipped as why:

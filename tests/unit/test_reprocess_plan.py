@@ -64,3 +64,17 @@ def test_lanes_from_the_yaml() -> None:
     assert lane_args(exi, "reprocessing")["priority_weight"] < lane_args(exi, "daily")["priority_weight"]
     specs = {s["name"]: s["slots"] for s in pool_specs([exi])}
     assert specs == {"emm_exi_daily": exi.airflow.pools.daily, "emm_exi_reprocessing": exi.airflow.pools.reprocessing}
+
+
+def test_reprocessing_yields_the_cpu_and_daily_does_not() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, sys; from emm_sdc.lanes import yield_cpu; yield_cpu(sys.argv[1]); yield_cpu(sys.argv[1]); " \
+           "print(os.nice(0))"
+    base = os.nice(0)
+    out = {lane: int(subprocess.run([sys.executable, "-c", code, lane], capture_output=True, text=True, check=True,
+                                    env={**os.environ, "PYTHONPATH": "plugins"}).stdout)
+           for lane in ("daily", "reprocessing")}
+    assert out == {"daily": base, "reprocessing": max(base, 10)}  # and calling it twice does not go further

@@ -110,7 +110,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
         catchup=False,
         max_active_runs=cfg.airflow.max_active_runs,
         max_active_tasks=cfg.airflow.max_active_tasks,
-        default_args=default_args(cfg, "processing"),
+        default_args={**default_args(cfg, "processing"), **lane_args(cfg, "daily")},  # every task in the lane
         **dag_callbacks(cfg.notifications, "processing"),
         tags=["emm", inst, "processing"],
         doc_md=__doc__,

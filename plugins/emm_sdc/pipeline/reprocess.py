@@ -178,7 +178,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
         is_paused_upon_creation=False,
         max_active_runs=cfg.airflow.reprocess_max_active_runs,
         max_active_tasks=cfg.airflow.max_active_tasks,
-        default_args=default_args(cfg, "reprocessing"),
+        default_args={**default_args(cfg, "reprocessing"), **lane_args(cfg, "reprocessing")},  # every task
         **dag_callbacks(cfg.notifications, "reprocessing"),
         tags=["emm", inst, "reprocessing"],
         doc_md=__doc__,
@@ -223,7 +223,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
         },
     )
     def reprocess() -> None:
-        @task(**lane_args(cfg, "reprocessing"))
+        @task
         def plan() -> list[dict[str, Any]]:
             """Select the interval's L0, open the campaign record; a dry run reports and stops here."""
             ctx = get_current_context()

@@ -38,10 +38,12 @@ def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run", **task_arg
     @task(task_id=task_id, execution_timeout=timeout, **task_args)
     def run_local_job(job: dict[str, Any]) -> dict[str, Any]:
         """Run the processor as a subprocess under the contract."""
+        from emm_sdc.lanes import yield_cpu
         from emm_sdc.lifecycle import fail_job
         from emm_sdc.runners.local import JobFailed, run_local
 
         spec = JobSpec.from_dict(job)
+        yield_cpu(spec.lane)  # the processor inherits the lane's CPU priority
         if spec.output_dir.exists():  # a retry starts from an empty output directory
             shutil.rmtree(spec.output_dir)
         spec.output_dir.mkdir(parents=True)

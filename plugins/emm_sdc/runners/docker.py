@@ -25,6 +25,7 @@ from docker.types import Mount
 
 from emm_sdc.core.jobs import JobSpec, safe_id
 from emm_sdc.core.kernels import rebase_meta_kernel
+from emm_sdc.lanes import REPROCESSING_CPU_WEIGHT
 from emm_sdc.lifecycle import fail_job
 from emm_sdc.runners.local import JobFailed
 
@@ -86,6 +87,8 @@ class SdcDockerOperator(DockerOperator):
             shutil.rmtree(spec.output_dir)
         spec.output_dir.mkdir(parents=True)
         self.image = spec.image or ""
+        if spec.lane == "reprocessing":  # CPU weight (cpu_shares) below daily containers': daily gets cores first
+            self.cpus = self.cpus * REPROCESSING_CPU_WEIGHT
         self.environment, self.mounts = container_view(spec)
         self.user = f"{os.getuid()}:{os.getgid()}"
         self.container_name = safe_id(f"emm-{spec.job_id}")[-120:].lstrip("._-")
