@@ -37,15 +37,17 @@ def backfill_command(cat: Catalog, cfg: ItfConfig, reason: str, *, from_level: s
 
 
 def suggestions(cat: Catalog, cfg: ItfConfig) -> list[str]:
-    """Backfills a configuration change calls for: a ``product_version`` newer than the latest products'."""
-    out = []
-    for row in cat.query("product_versions_in_use", {"instrument_id": cfg.instrument}):
-        if row["version"] < cfg.processing.product_version:
-            cmd = backfill_command(cat, cfg, f"product_version {row['version']:02d} -> "
-                                   f"{cfg.processing.product_version:02d}", from_level=row["data_level"])
-            out.append(f"{cfg.instrument} {row['data_level']}: {row['files']} latest product(s) are "
-                       f"v{row['version']:02d}, the YAML makes v{cfg.processing.product_version:02d}:\n    {cmd}")
-    return out
+    """The backfill a ``product_version`` bump calls for: from the first chain level whose latest products are
+    older than the YAML's version (the cascade remakes what is made from it)."""
+    want = cfg.processing.product_version
+    old = {r["data_level"]: r for r in cat.query("product_versions_in_use", {"instrument_id": cfg.instrument})
+           if r["version"] < want}
+    first = next((s.level for s in cfg.processing.chain if s.level in old), None)
+    if first is None:
+        return []
+    cmd = backfill_command(cat, cfg, f"product_version {old[first]['version']:02d} -> {want:02d}", from_level=first)
+    levels = ", ".join(f"{lvl} ({r['files']} at v{r['version']:02d})" for lvl, r in sorted(old.items()))
+    return [f"{cfg.instrument}: the YAML makes v{want:02d}; latest products older: {levels}:\n    {cmd}"]
 
 
 def format_campaign(c: dict[str, Any]) -> str:

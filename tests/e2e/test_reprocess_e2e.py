@@ -176,3 +176,24 @@ def test_a_scheduled_run_never_reprocesses(world: Any, second: dict[str, Any]) -
     assert {s for _t, s in tasks} == {"skipped"}
     assert (products(cat), data_objects(world),
             cat.query("campaigns_summary", {"instrument_id": None, "limit": 100})) == before
+
+
+def test_a_product_version_bump_suggests_its_backfill(world: Any, second: dict[str, Any],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from emm_sdc.campaigns import suggestions
+    from emm_sdc.cli import main
+    from emm_sdc.core.config import load_instrument
+    from tests.helpers import restore_config
+
+    cat = world["cat"]
+    assert suggestions(cat, load_instrument("exi")) == []
+    old = edit_configs(world["configs"], "exi", lambda d: d["processing"].update(product_version=2))
+    try:
+        found = suggestions(cat, load_instrument("exi"))
+        assert main(["campaigns", "--instrument", "exi", "--suggest"]) == 0
+    finally:
+        restore_config(world["configs"], old)
+    [line] = found  # one backfill from the first level; the cascade remakes the rest
+    assert "airflow backfill create --dag-id emm_exi_reprocess --from-date 2021-06-17 --to-date 2021-06-20" in line
+    assert '"from_level": "l1"' in line
+    assert "product_version 01 -> 02" in capsys.readouterr().out
