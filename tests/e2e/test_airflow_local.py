@@ -1,0 +1,51 @@
+"""Smoke test of the real-Airflow harness (emm_sdc.airflow_local).
+
+Starts ``airflow api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``
+on the embedded S3 and PostgreSQL, triggers ``emm_catalog_migrate`` through the REST API, waits
+for the scheduler to run it to success, checks that the lane pools exist, that a reprocessing run
+writes its note through the REST API, and that stopping leaves no process of the harness behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emm_sdc.airflow_local import NEVER, AirflowLocal, group_members
+from emm_sdc.core.config import load_instrument
+from emm_sdc.lanes import pool_name
+
+pytestmark = pytest.mark.e2e
+
+
+def test_real_airflow_runs_a_triggered_dag(tmp_path: Path) -> None:
+    af = AirflowLocal(tmp_path / "af", dags=("emm_catalog_migrate", "emm_exi_reprocess"), ingest_schedule=NEVER)
+    with af:
+        health = af.health()
+        assert health is not None and health["scheduler"]["status"] == "healthy"
+
+        run_id = af.trigger("emm_catalog_migrate", note="harness smoke test")
+        assert af.wait_for_run("emm_catalog_migrate", run_id, timeout=120) == "success"
+        assert {ti["task_id"]: ti["state"] for ti in af.task_instances("emm_catalog_migrate", run_id)} == {
+            "migrate": "success"
+        }
+        [(executor,)] = af.meta_sql("SELECT DISTINCT executor FROM task_instance WHERE run_id = %s", (run_id,))
+        assert executor in (None, "LocalExecutor")  # None: the default executor, which is LocalExecutor here
+
+        pools = {p["name"]: p["slots"] for p in af.api("GET", "/pools", params={"limit": 100})["pools"]}
+        exi = load_instrument("exi").airflow.pools
+        assert pools[pool_name("exi", "daily")] == exi.daily
+        assert pools[pool_name("exi", "reprocessing")] == exi.reprocessing
+
+        # A reprocessing run writes its campaign summary into its DAG run note through the REST API.
+        run_id = af.trigger("emm_exi_reprocess", {"reason": "note check", "dry_run": True, "campaign": "smoke"},
+                            logical_date="2021-06-17T00:00:00Z")
+        assert af.wait_for_run("emm_exi_reprocess", run_id, timeout=180) == "success"
+        note = af.dag_run("emm_exi_reprocess", run_id)["note"]
+        assert note.startswith("**emm_exi_reprocess:smoke**: note check") and "DRY RUN" in note
+
+        pgid = af._pgid
+        assert pgid is not None and group_members(pgid)
+    assert not group_members(pgid), "processes of the harness outlived stop()"
+    assert af.health() is None
