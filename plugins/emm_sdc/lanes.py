@@ -8,7 +8,11 @@ sends each lane to its own job queue. A campaign of any size therefore holds
 at most its pool's slots, and whenever a slot frees up, the scheduler gives it
 to daily work first.
 
-On the machine itself, reprocessing work also yields the CPU: its tasks and
+Reprocessing also yields to daily work as it happens: before a reprocessing
+job starts, it looks for running or queued tasks of any instrument's ingest or
+processing DAG and, while there are some, reschedules itself (a reschedule,
+not a retry; at most :data:`MAX_YIELDS` times in a row, so a constant stream of
+new data cannot starve a campaign). On the machine itself, reprocessing work also yields the CPU: its tasks and
 processors run at a lower scheduling priority (``nice`` 10) and its containers
 with an eighth of the CPU weight (``cpu_shares``), so when both lanes share a
 worker, daily work gets the cores first.
@@ -19,12 +23,15 @@ resizes them (``./sdc pools``, the standalone and the benchmarks call it).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from emm_sdc.core.config import ItfConfig
 
+log = logging.getLogger(__name__)
 Lane = Literal["daily", "reprocessing"]
 LANES: tuple[Lane, ...] = ("daily", "reprocessing")
 #: Absolute priority weights: any daily task outranks every reprocessing task.
@@ -53,6 +60,34 @@ def yield_cpu(lane: str) -> None:
     current = os.nice(0)
     if current < REPROCESSING_NICE:
         os.nice(REPROCESSING_NICE - current)
+
+
+#: How long a reprocessing job waits before it looks again, and how many times in a row it yields (30 min).
+YIELD_FOR = timedelta(seconds=20)
+MAX_YIELDS = 90
+_BUSY = ["running", "queued", "scheduled"]
+
+
+def daily_work_in_flight(ti: Any) -> list[str]:
+    """The daily-lane DAGs (every instrument's ingest and processing) with tasks running or queued now."""
+    from emm_sdc.core.config import CONFIG_FILES
+
+    dags = [f"emm_{inst}_{kind}" for inst in CONFIG_FILES for kind in ("ingest", "process")]
+    return [d for d in dags if ti.get_ti_count(dag_id=d, states=_BUSY)]
+
+
+def yield_to_daily_work(context: Any) -> None:
+    """In a reprocessing task: reschedule it while daily work is in flight (see the module docstring)."""
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    yields = int(context.get("task_reschedule_count") or 0)
+    if yields >= MAX_YIELDS:
+        log.warning("reprocessing goes ahead after yielding %d times to daily work", yields)
+        return
+    busy = daily_work_in_flight(context["ti"])
+    if busy:
+        log.info("daily work in flight (%s): this reprocessing job waits %s", ", ".join(busy), YIELD_FOR)
+        raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + YIELD_FOR)
 
 
 def pool_specs(configs: Iterable[ItfConfig]) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ from emm_sdc.core.product_writes import KeyReserved, PlannedObject, ProductWrite
 from emm_sdc.core.refresh import sync_kernel_dir
 from emm_sdc.core.settings import get_settings, project_root
 from emm_sdc.core.storage import LOG_ROOT, Storage
-from emm_sdc.lanes import yield_cpu
+from emm_sdc.lanes import yield_cpu, yield_to_daily_work
 
 log = logging.getLogger(__name__)
 
@@ -616,8 +616,11 @@ def processing_level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
         """Resolve inputs from the catalog, hash the job, skip it if nothing changed, else stage it."""
         from emm_sdc import connections
 
-        yield_cpu(unit.get("lane", "daily"))
+        lane = unit.get("lane", "daily")
+        yield_cpu(lane)
         wanted = unit.get("levels") or get_current_context()["params"].get("levels")
+        if lane == "reprocessing" and not (wanted and step.level not in wanted):
+            yield_to_daily_work(get_current_context())
         if wanted and step.level not in wanted:
             raise AirflowSkipException(f"{step.level} not among the levels to make {wanted}")
         try:

@@ -78,3 +78,26 @@ def test_reprocessing_yields_the_cpu_and_daily_does_not() -> None:
                                     env={**os.environ, "PYTHONPATH": "plugins"}).stdout)
            for lane in ("daily", "reprocessing")}
     assert out == {"daily": base, "reprocessing": max(base, 10)}  # and calling it twice does not go further
+
+
+def test_reprocessing_yields_while_daily_work_is_in_flight() -> None:
+    import pytest
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from emm_sdc.lanes import MAX_YIELDS, yield_to_daily_work
+
+    class Ti:  # the one Task SDK call the decision needs: counts of busy task instances per DAG
+        def __init__(self, busy: dict[str, int]):
+            self.busy, self.asked = busy, []
+
+        def get_ti_count(self, *, dag_id: str, states: list[str]) -> int:
+            self.asked.append((dag_id, tuple(states)))
+            return self.busy.get(dag_id, 0)
+
+    idle = Ti({})
+    yield_to_daily_work({"ti": idle, "task_reschedule_count": 0})  # nothing in flight: goes ahead
+    assert {d for d, _ in idle.asked} == {f"emm_{i}_{k}" for i in ("exi", "emu", "emr") for k in ("ingest", "process")}
+    assert all(s == ("running", "queued", "scheduled") for _, s in idle.asked)
+    with pytest.raises(AirflowRescheduleException):
+        yield_to_daily_work({"ti": Ti({"emm_emu_ingest": 2}), "task_reschedule_count": 3})
+    yield_to_daily_work({"ti": Ti({"emm_emu_ingest": 2}), "task_reschedule_count": MAX_YIELDS})  # never starves
