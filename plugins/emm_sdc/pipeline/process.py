@@ -47,15 +47,27 @@ def _unit_key(cfg: ItfConfig, row: dict[str, Any]) -> str:
     return f"file-{row['file_root']}"
 
 
+def named_files(cat: Catalog, names: list[str], what: str = "") -> list[dict[str, Any]]:
+    """The catalog rows of the given file names; fails the task naming any that are not indexed."""
+    rows = list(cat.files(names).values())
+    unknown = sorted(set(names) - {r["file_name"] for r in rows})
+    if unknown:
+        raise AirflowFailException(f"{what}not in the catalog: {unknown}")
+    return rows
+
+
+def science_l0(cfg: ItfConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that are this instrument's science L0 (what its chain starts from)."""
+    return [r for r in rows if r["instrument_id"] == cfg.instrument and r["data_level"] == "l0"
+            and cfg.classify(r["file_name"]) == "science"]
+
+
 def select_inputs(cat: Catalog, cfg: ItfConfig, params: dict[str, Any], event_files: list[str]) -> list[dict]:
     """Science L0 rows to process: from asset events, else params, else everything pending."""
     inst = cfg.instrument
     names = event_files or list(params.get("files") or [])
     if names:
-        rows = list(cat.files(names).values())
-        unknown = sorted(set(names) - {r["file_name"] for r in rows})
-        if unknown:
-            raise AirflowFailException(f"not in the catalog: {unknown}")
+        rows = named_files(cat, names)
     elif params.get("orbits"):
         rows = cat.query("science_l0_by_orbit", {"instrument_id": inst, "orbits": list(params["orbits"])})
     elif params.get("start_date"):
@@ -66,8 +78,7 @@ def select_inputs(cat: Catalog, cfg: ItfConfig, params: dict[str, Any], event_fi
         first = cfg.processing.chain[0].level
         rows = cat.query("unprocessed_inputs",
                          {"instrument_id": inst, "input_level": "l0", "target_level": first})
-    return [r for r in rows if r["instrument_id"] == inst and r["data_level"] == "l0"
-            and cfg.classify(r["file_name"]) == "science"]
+    return science_l0(cfg, rows)
 
 
 def plan_units_from(cfg: ItfConfig, rows: list[dict[str, Any]],

@@ -60,7 +60,7 @@ from emm_sdc.lifecycle import (
     processor_identity,
 )
 from emm_sdc.pipeline.common import announce_task, dag_callbacks, default_args, fail_if_any_failed
-from emm_sdc.pipeline.process import plan_units_from
+from emm_sdc.pipeline.process import named_files, plan_units_from, science_l0
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +90,11 @@ def select_interval(
     """The science L0 rows a run reprocesses: ``files`` if given, else those observed in [start, end)."""
     names = list(params.get("files") or [])
     if names:
-        rows = list(cat.files(names).values())
-        unknown = sorted(set(names) - {r["file_name"] for r in rows})
-        if unknown:
-            raise AirflowFailException(f"files: not in the catalog: {unknown}")
-    else:
-        if start is None or end is None:
-            raise AirflowFailException("this run has no data interval; give files, or use a backfill")
-        rows = cat.query("science_l0_by_time", {"instrument_id": cfg.instrument, "start": start, "end": end})
-    return [
-        r
-        for r in rows
-        if r["instrument_id"] == cfg.instrument
-        and r["data_level"] == "l0"
-        and cfg.classify(r["file_name"]) == "science"
-    ]
+        return science_l0(cfg, named_files(cat, names, "files: "))
+    if start is None or end is None:
+        raise AirflowFailException("this run has no data interval; give files, or use a backfill")
+    return science_l0(cfg, cat.query("science_l0_by_time", {"instrument_id": cfg.instrument, "start": start,
+                                                            "end": end}))
 
 
 def dry_run_report(
