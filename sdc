@@ -3,8 +3,9 @@
 #   ./sdc demo         run the SDC's main job end to end on embedded services and print a summary
 #   ./sdc test [args]  run the whole test suite (pytest args pass through); installs podman & co. when it
 #                      can and requires the container tests (EMM_SKIP_CONTAINERS=1 ./sdc test: skip them)
-#   ./sdc standalone   Airflow UI + scheduler on embedded services
+#   ./sdc standalone   a local SDC that keeps its data (Airflow on embedded services; --fresh resets it)
 #   ./sdc deliver ...  more synthetic data for a running standalone;  ./sdc migrate: catalog migrations
+#   ./sdc airflow ...  the Airflow CLI on the running standalone;  ./sdc check-config: validate YAMLs
 #   ./sdc api          the science-files API alone (it is also served by Airflow's API server at /emm/api)
 #   ./sdc bench        benchmarks (ratios against baselines measured in the same run; starts podman if there)
 #   ./sdc build-images the reference ITF processor images (podman or docker);  ./sdc promote / images
@@ -36,6 +37,6 @@ case "$cmd" in
     rc=0
     for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b" "$@" || rc=1; done
     exit $rc ;;
-  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help|-h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) exec "$VENV/bin/python" -m emm_sdc.cli "$cmd" "$@" ;;
 esac

@@ -311,6 +311,7 @@ def main() -> int:
         state,
         parallelism=args.parallelism,
         ingest_schedule=NEVER,
+        inbox_events=False,  # ingest runs only when triggered (see above)
         dags=("emm_spice_refresh", INGEST_DAG, PROCESS_DAG, REPROCESS_DAG),
     )
     ok = False

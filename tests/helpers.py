@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import email
 import itertools
 import logging
 import os
+import socketserver
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,63 @@ from emm_sdc.core.catalog import Catalog
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUMENTS = ("exi", "emu", "emr")
 _n = itertools.count()
+
+
+class SmtpHandler(socketserver.StreamRequestHandler):
+    """Just enough SMTP for smtplib: every command is accepted, each message is kept."""
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(f"{line}\r\n".encode())
+
+    def handle(self) -> None:
+        rcpt: list[str] = []
+        self.reply("220 emm-test-smtp")
+        for raw in self.rfile:
+            verb = raw[:4].decode().upper()
+            if verb == "RCPT":
+                rcpt.append(raw.decode().split(":", 1)[1].strip().strip("<>"))
+            if verb == "QUIT":
+                self.reply("221 bye")
+                return
+            if verb != "DATA":
+                self.reply("250 ok")
+                continue
+            self.reply("354 end with .")
+            data = b""
+            while (line := self.rfile.readline()) not in (b".\r\n", b""):
+                data += line[1:] if line.startswith(b"..") else line
+            self.server.mails.append({"to": rcpt, "message": email.message_from_bytes(data)})  # type: ignore[attr-defined]
+            rcpt = []
+            self.reply("250 kept")
+
+
+@contextmanager
+def smtp_capture() -> Iterator[Any]:
+    """A small SMTP server on loopback keeping every message in ``.mails`` (``to``, ``message``)."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SmtpHandler)
+    server.daemon_threads = True
+    server.mails = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def mail_text(mail: dict[str, Any]) -> str:
+    """The text of a message :func:`smtp_capture` kept (every part of a multipart one)."""
+    msg = mail["message"]
+    parts = [p for p in msg.walk() if not p.is_multipart()] if msg.is_multipart() else [msg]
+    return "\n".join(p.get_payload(decode=True).decode() for p in parts)
+
+
+def smtp_conn_json(server: Any) -> str:
+    """An Airflow SMTP connection (JSON form) to :func:`smtp_capture`'s server."""
+    import json
+
+    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": server.server_address[1],
+                       "extra": {"from_email": "emm-sdc@example.org", "disable_tls": True, "disable_ssl": True}})
 
 
 def write_configs(target: Path, edit: Callable[[str, dict[str, Any]], None] | None = None, **airflow: Any) -> Path:
@@ -69,7 +129,9 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> str:
         dag = build_spice_refresh_dag()
     else:
         dag = instrument_dags(dag_id.split("_")[1])[dag_id]
-    return str(dag.test(run_conf=conf).state)
+    from emm_sdc.alerts import dag_test
+
+    return str(dag_test(dag, run_conf=conf).state)
 
 
 def archive_state(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:

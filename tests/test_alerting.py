@@ -10,11 +10,8 @@ Mail goes through the smtp provider to a small SMTP server on loopback.
 
 from __future__ import annotations
 
-import email
 import json
 import logging
-import socketserver
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +21,8 @@ from typing import Any
 
 import pytest
 import structlog
+
+from tests.helpers import smtp_capture, smtp_conn_json
 
 DAG_ID = "emm_test_alerting"
 CALLBACK_DAG = f'''
@@ -62,43 +61,10 @@ alerting()
 '''
 
 
-class _SmtpHandler(socketserver.StreamRequestHandler):
-    """Just enough SMTP for smtplib: every command is accepted, each message is kept."""
-
-    def reply(self, line: str) -> None:
-        self.wfile.write(f"{line}\r\n".encode())
-
-    def handle(self) -> None:
-        rcpt: list[str] = []
-        self.reply("220 emm-test-smtp")
-        for raw in self.rfile:
-            verb = raw[:4].decode().upper()
-            if verb == "RCPT":
-                rcpt.append(raw.decode().split(":", 1)[1].strip().strip("<>"))
-            if verb == "QUIT":
-                self.reply("221 bye")
-                return
-            if verb != "DATA":
-                self.reply("250 ok")
-                continue
-            self.reply("354 end with .")
-            data = b""
-            while (line := self.rfile.readline()) not in (b".\r\n", b""):
-                data += line[1:] if line.startswith(b"..") else line
-            self.server.mails.append({"to": rcpt, "message": email.message_from_bytes(data)})  # type: ignore[attr-defined]
-            rcpt = []
-            self.reply("250 kept")
-
-
 @pytest.fixture(scope="module")
 def smtp_server() -> Iterator[Any]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpHandler)
-    server.daemon_threads = True
-    server.mails = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with smtp_capture() as server:
+        yield server
 
 
 def _subject(mail: dict[str, Any]) -> str:
@@ -119,8 +85,6 @@ def failed_run(tmp_path_factory: pytest.TempPathFactory, airflow_db: None, smtp_
     bundles = [*conf.getjson("dag_processor", "dag_bundle_config_list"),
                {"name": "emm-test-alerting", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                 "kwargs": {"path": str(folder), "refresh_interval": 0}}]
-    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_server.server_address[1],
-            "extra": {"from_email": "emm-sdc@example.org", "disable_tls": True, "disable_ssl": True}}
     notices: list[str] = []
 
     class Keep(logging.Handler):
@@ -132,7 +96,7 @@ def failed_run(tmp_path_factory: pytest.TempPathFactory, airflow_db: None, smtp_
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
         mp.setenv("EMM_SITE_CONFIG", str(tmp / "sdc.yaml"))
-        mp.setenv("AIRFLOW_CONN_EMM_TEST_SMTP", json.dumps(smtp))
+        mp.setenv("AIRFLOW_CONN_EMM_TEST_SMTP", smtp_conn_json(smtp_server))
         dag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, bundle_name="emm-test-alerting").dags[DAG_ID]
         logging.getLogger("emm_sdc.notify").addHandler(handler)
         try:

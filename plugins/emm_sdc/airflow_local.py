@@ -4,28 +4,36 @@
 process: ``api-server`` (REST API, UI and the Execution API the tasks talk
 to), ``scheduler`` (LocalExecutor, ``parallelism`` worker slots),
 ``dag-processor`` and ``triggerer``, on the embedded S3 and PostgreSQL of
-``./sdc standalone`` (:class:`emm_sdc.cli.Services`). Airflow's metadata
-database is the embedded PostgreSQL's ``airflow`` database through psycopg2
-(the UI's dependency query fails on psycopg 3); the DAGs folder is the
-project's ``dags/``, examples are off and DAGs start unpaused. The lane pools
-(:func:`emm_sdc.lanes.ensure_pools`) are created before the scheduler starts.
+``./sdc standalone`` (:class:`emm_sdc.cli.Services`), which runs this class
+too. Airflow's metadata database is the embedded PostgreSQL's ``airflow``
+database through psycopg2 (:meth:`emm_sdc.embedded.EmbeddedPostgres.sqlalchemy_url`);
+the DAGs folder is the project's ``dags/``, examples are off and DAGs start
+unpaused. The lane pools (:func:`emm_sdc.lanes.ensure_pools`) are created
+before the scheduler starts. Every ``AIRFLOW__*`` setting the components run
+with is also written to ``<state>/airflow/airflow.cfg``, so the plain
+``airflow`` CLI with that ``AIRFLOW_HOME`` sees the same instance.
 
 Readiness is waited for, not slept for: the API server's health endpoint
 reports a healthy metadata database, scheduler, triggerer and DAG processor,
-and the DAGs asked for are in the metadata database. Each component logs to
-``<state>/logs/<component>.log``. Everything runs in one process group that
-:meth:`AirflowLocal.stop` terminates before it stops the services::
+the UI answers, and the DAGs asked for are in the metadata database (or,
+with ``dags=None``, every file of the DAGs folder has been parsed). Each
+component logs to ``<state>/logs/<component>.log``. Everything runs in one
+process group that :meth:`AirflowLocal.stop` terminates before it stops the
+services::
 
     with AirflowLocal(tmp / "airflow-local") as af:
         run_id = af.trigger("emm_catalog_migrate")
         assert af.wait_for_run("emm_catalog_migrate", run_id) == "success"
 
 The REST API is reached as the simple auth manager's ``admin`` user (a token
-from ``/auth/token``; the API server listens on 127.0.0.1 only).
+from ``/auth/token``; the API server listens on 127.0.0.1 unless ``host`` says otherwise).
+With ``fresh=False`` and ``persist=True`` (``./sdc standalone``) the state dir is kept
+across starts: catalog, archive, run history, the admin password and the API secrets.
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
@@ -63,9 +71,36 @@ class AirflowLocalError(RuntimeError):
     """Airflow did not start, a component died, or something waited for did not happen in time."""
 
 
-def psycopg2_url(pg: Any, database: str = AIRFLOW_DB) -> str:
-    """SQLAlchemy URL of an embedded PostgreSQL database through psycopg2 (unix socket)."""
-    return f"postgresql+psycopg2://postgres@/{database}?host={pg.socket_dir}&port={pg.port}"
+#: Seconds a DAG file may take to import (Airflow's default, 30 s, is short on a busy 2-core machine), and the
+#: DAG processor's limit for a whole file (it must be longer).
+DAGBAG_IMPORT_TIMEOUT, DAG_FILE_PROCESSOR_TIMEOUT = 120, 180
+SECRETS_FILE = "airflow-secrets.json"
+
+
+def default_parallelism() -> int:
+    """LocalExecutor slots for this machine: two per core, between 2 and 8."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+def write_airflow_cfg(env: dict[str, str], path: Path) -> None:
+    """``airflow.cfg`` with every ``AIRFLOW__<SECTION>__<KEY>`` of ``env`` (owner-only: it holds secrets).
+
+    Connections stay in the environment (``AIRFLOW_CONN_*``, see ``./sdc airflow``)."""
+    cfg = configparser.RawConfigParser()
+    for name, value in sorted(env.items()):
+        parts = name.split("__")
+        if len(parts) != 3 or parts[0] != "AIRFLOW" or not parts[1] or not parts[2]:
+            continue
+        section, key = parts[1].lower(), parts[2].lower()
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg.set(section, key, value.replace("%", "%%"))  # Airflow's parser interpolates %
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        fh.write("# Written by emm_sdc.airflow_local at every start of this instance: what its components run\n"
+                 "# with. Change the command's options, not this file.\n")
+        cfg.write(fh)
+    path.chmod(0o600)
 
 
 def free_ports(n: int) -> list[int]:
@@ -112,9 +147,15 @@ class AirflowLocal:
     """Airflow's components as subprocesses on embedded S3 + PostgreSQL; see the module docstring.
 
     ``parallelism``: LocalExecutor slots (``[core] parallelism``). ``dags``: dag_ids that must be
-    parsed before :meth:`start` returns. ``ingest_schedule``: when set, the ITF configs are copied
+    parsed before :meth:`start` returns (None: every file of the DAGs folder parsed, with or without
+    import errors). ``ingest_schedule``: when set, the ITF configs are copied
     under the state dir with this ingest schedule (``EMM_CONFIG_DIR``), e.g. :data:`NEVER` so that
     the only ingest runs are the ones a benchmark triggers. ``env``: extra environment for every component.
+    ``fresh``: wipe the state dir first. ``persist``: keep the S3 state on disk and reuse the admin
+    password and API secrets of the state dir (see :class:`emm_sdc.cli.Services`). ``inbox_events``: deliveries
+    start ingest through the inbox's S3 events (SQS on the same endpoint, ``EMM_INBOX_QUEUE_URL_PREFIX``).
+    ``host``/``port``: where
+    the API server listens (port 0: a free one).
     """
 
     def __init__(
@@ -122,16 +163,26 @@ class AirflowLocal:
         state_dir: str | Path,
         *,
         parallelism: int = 4,
-        dags: Sequence[str] = DEFAULT_DAGS,
+        dags: Sequence[str] | None = DEFAULT_DAGS,
         ingest_schedule: str | None = None,
         env: dict[str, str] | None = None,
         pools: bool = True,
         api_workers: int = 1,
         start_timeout: float = 300.0,
+        fresh: bool = True,
+        persist: bool = False,
+        inbox_events: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ):
         self.state = Path(state_dir).resolve()
         self.parallelism = parallelism
-        self.dags = tuple(dags)
+        self.dags = None if dags is None else tuple(dags)
+        self.fresh = fresh
+        self.persist = persist
+        self.inbox_events = inbox_events
+        self.host = host
+        self.want_port = port
         self.ingest_schedule = ingest_schedule
         self.extra_env = dict(env or {})
         self.want_pools = pools
@@ -144,12 +195,13 @@ class AirflowLocal:
         self.pools: list[dict[str, Any]] = []
         self._pgid: int | None = None
         self._token: str | None = None
-        self._password = secrets.token_urlsafe(16)
+        self._password = ""
         self._http = requests.Session()
         self._meta: Any = None
         self._cat: Any = None
         self._t0 = time.monotonic()
         self._log_ports: list[int] = []
+        self._parse_since: Any = None
         self.startup_seconds = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -162,7 +214,14 @@ class AirflowLocal:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where this machine reaches the API server (loopback when it listens on every address)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104 (compared, not bound)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @property
+    def password_file(self) -> Path:
+        """The simple auth manager's passwords file (``{"admin": "<password>"}``)."""
+        return self.state / "simple_auth_manager_passwords.json"
 
     @property
     def logs(self) -> Path:
@@ -179,9 +238,10 @@ class AirflowLocal:
 
         self._t0 = time.monotonic()
         try:
-            self.svc = Services(self.state, fresh=True)
+            self.svc = Services(self.state, fresh=self.fresh, persist=self.persist, inbox_events=self.inbox_events)
             self.logs.mkdir(parents=True, exist_ok=True)
-            self.port, *self._log_ports = free_ports(3)
+            picked, *self._log_ports = free_ports(3)
+            self.port = self.want_port or picked
             self.env = self._environment()
         except BaseException:
             self.stop()
@@ -194,9 +254,11 @@ class AirflowLocal:
             self.start_services()
         t0 = time.monotonic()
         try:
+            write_airflow_cfg(self.env, Path(self.env["AIRFLOW_HOME"]) / "airflow.cfg")
             self._cli(["db", "migrate"], "db-migrate", timeout=600)
             if self.want_pools:
                 self.pools = self._ensure_pools()
+            [(self._parse_since,)] = self.meta_sql("SELECT now()")
             for name in COMPONENTS:
                 self._spawn(name)
             self._wait_ready(t0)
@@ -210,23 +272,27 @@ class AirflowLocal:
         env = dict(self.svc.env)
         home = Path(env["AIRFLOW_HOME"])
         home.mkdir(parents=True, exist_ok=True)
-        passwords = self.state / "simple_auth_manager_passwords.json"
-        passwords.write_text(json.dumps({ADMIN: self._password}))
+        keys = self._secrets()
+        self._password = keys["admin_password"]
+        self.password_file.write_text(json.dumps({ADMIN: self._password}))
+        self.password_file.chmod(0o600)
         env.update(
             {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": psycopg2_url(self.svc.pg),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.svc.pg.sqlalchemy_url(AIRFLOW_DB),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAGBAG_IMPORT_TIMEOUT),
+                "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": str(DAG_FILE_PROCESSOR_TIMEOUT),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.password_file),
+                "AIRFLOW__API__HOST": self.host,
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": self.base_url,
-                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
+                "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
                 # The scheduler's and triggerer's log servers (8793/8794 by default) on free ports too, so that
                 # harnesses and a ./sdc standalone can run side by side.
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._log_ports[0]),
@@ -251,6 +317,18 @@ class AirflowLocal:
             env["EMM_CONFIG_DIR"] = str(configs)
         env.update(self.extra_env)
         return env
+
+    def _secrets(self) -> dict[str, str]:
+        """Admin password and API secrets: new ones, or (``persist``) the state dir's own, kept across starts."""
+        path = self.state / SECRETS_FILE
+        if self.persist and path.exists():
+            return dict(json.loads(path.read_text()))
+        keys = {"admin_password": secrets.token_urlsafe(16), "secret_key": secrets.token_hex(16),
+                "jwt_secret": secrets.token_hex(32)}
+        if self.persist:
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+                json.dump(keys, fh)
+        return keys
 
     def _cli(self, args: list[str], log_name: str, *, timeout: float = 300) -> str:
         """Run ``airflow <args>`` with the harness's env; its output to a log file; raise when it fails."""
@@ -291,7 +369,7 @@ class AirflowLocal:
     def _spawn(self, name: str) -> None:
         args = [sys.executable, "-m", "airflow", name]
         if name == "api-server":
-            args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.api_workers)]
+            args += ["--host", self.host, "--port", str(self.port), "--workers", str(self.api_workers)]
         log = (self.logs / f"{name}.log").open("ab")
         # One process group (not the terminal's) for every component and the executor's workers: one signal
         # stops them all, and Ctrl-C reaches only the caller, which then stops them in order.
@@ -332,6 +410,28 @@ class AirflowLocal:
             for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
         )
 
+    def ui_answers(self) -> bool:
+        """The UI's page is served."""
+        try:
+            r = self._http.get(f"{self.base_url}/", timeout=5)
+        except requests.RequestException:
+            return False
+        return r.status_code == 200 and "<html" in r.text.lower()
+
+    def unparsed_files(self, since: Any = None) -> set[str]:
+        """Python files of the DAGs folder that the DAG processor has not parsed (since ``since``, a metadata-DB
+        timestamp: on a kept state dir, rows of the previous run do not count): neither a DAG nor an import
+        error recorded for them."""
+        folder = Path(self.env["AIRFLOW__CORE__DAGS_FOLDER"])
+        files = {p.name for p in folder.glob("*.py") if not p.name.startswith("_")}
+        seen = {Path(r[0]).name for r in self.meta_sql(
+            "SELECT fileloc FROM dag WHERE NOT is_stale AND (%(since)s::timestamptz IS NULL OR last_parsed_time >= "
+            "%(since)s)", {"since": since})}
+        seen |= {Path(r[0]).name for r in self.meta_sql(
+            "SELECT filename FROM import_error WHERE %(since)s::timestamptz IS NULL OR timestamp >= %(since)s",
+            {"since": since})}
+        return files - seen
+
     def parsed_dags(self) -> set[str]:
         """dag_ids the DAG processor has put into the metadata database (not stale)."""
         return {r[0] for r in self.meta_sql("SELECT dag_id FROM dag WHERE NOT is_stale")}
@@ -342,16 +442,22 @@ class AirflowLocal:
     def _wait_ready(self, t0: float) -> None:
         left = self.start_timeout - (time.monotonic() - t0)
         self.wait_for(self._healthy, left, what="the API server's health: all components healthy")
+        self.wait_for(self.ui_answers, max(10.0, self.start_timeout - (time.monotonic() - t0)), what="the UI")
         missing: set[str] = set()
 
         def parsed() -> bool:
             nonlocal missing
-            missing = set(self.dags) - self.parsed_dags()
+            if self.dags is None:
+                missing = self.unparsed_files(self._parse_since)
+            else:
+                missing = set(self.dags) - self.parsed_dags()
             return not missing
 
         try:
             self.wait_for(
-                parsed, max(30.0, self.start_timeout - (time.monotonic() - t0)), what=f"DAGs {sorted(self.dags)} parsed"
+                parsed,
+                max(30.0, self.start_timeout - (time.monotonic() - t0)),
+                what=f"DAGs {sorted(self.dags)} parsed" if self.dags is not None else "every DAG file parsed",
             )
         except AirflowLocalError as exc:
             errors = "\n".join(f"{f}: {s[-800:]}" for f, s in self.import_errors())
@@ -448,6 +554,14 @@ class AirflowLocal:
         if r.status_code >= 400:
             raise AirflowLocalError(f"{method} {path}: {r.status_code} {r.text[:1000]}")
         return r.json() if r.content else None
+
+    def ui(self, path: str, **kw: Any) -> Any:
+        """GET an endpoint of the UI's own API (``path`` under ``/ui``, e.g. ``/dependencies``) as admin."""
+        kw.setdefault("timeout", 60)
+        r = self._http.get(f"{self.base_url}/ui{path}", headers={"Authorization": f"Bearer {self.token()}"}, **kw)
+        if r.status_code >= 400:
+            raise AirflowLocalError(f"GET /ui{path}: {r.status_code} {r.text[:1000]}")
+        return r.json()
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, *, note: str | None = None,
                 logical_date: str | None = None) -> str:

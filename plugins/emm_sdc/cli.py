@@ -1,8 +1,10 @@
 """``./sdc`` commands: the end-to-end demo, Airflow standalone on embedded services, catalog migrations.
 
     ./sdc demo          run the SDC's main job end to end on embedded services; print a summary
-    ./sdc standalone    start Airflow (UI on :8080) on embedded services, with a synthetic delivery
+    ./sdc standalone    a local SDC that keeps its data: Airflow (UI on 127.0.0.1:8080) on embedded services
+    ./sdc airflow       the Airflow CLI against the running standalone
     ./sdc deliver       deliver more synthetic orbits to a running standalone's inbox
+    ./sdc check-config  validate ITF YAMLs (and include/sdc.yaml) before pushing them
     ./sdc api           the science-files API alone (uvicorn), e.g. behind a deployment's own gateway
     ./sdc migrate       apply catalog migrations using the emm_catalog connection
     ./sdc promote       promote a checked ITF image to production;  ./sdc images: list images and checks
@@ -11,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -87,6 +88,8 @@ def cmd_dagtest(args: argparse.Namespace) -> int:
 
 def _dag_test(dag: Any, conf: dict[str, Any] | None, log_dir: Path, progress: Any) -> bool:
     """``dag.test()`` one DAG with its output in a log file; one progress line."""
+    from emm_sdc.alerts import dag_test
+
     log_path = log_dir / f"{dag.dag_id}-{time.strftime('%H%M%S')}.log"
     sys.stdout.flush()
     sys.stderr.flush()
@@ -95,7 +98,7 @@ def _dag_test(dag: Any, conf: dict[str, Any] | None, log_dir: Path, progress: An
         os.dup2(log.fileno(), 2)
         t0 = time.monotonic()
         try:
-            state = str(dag.test(run_conf=conf).state)
+            state = str(dag_test(dag, run_conf=conf).state)
         except Exception as exc:  # reported, and the demo fails
             logging.getLogger(__name__).exception("dag.test of %s raised", dag.dag_id)
             state = f"error: {exc}"
@@ -120,41 +123,87 @@ def _queued_reprocessing() -> list[tuple[str, dict[str, Any] | None, str]]:
 
 
 class Services:
-    """Embedded S3 + PostgreSQL and the environment that points Airflow at them."""
+    """Embedded S3 + PostgreSQL and the environment that points Airflow at them.
 
-    def __init__(self, state: Path, *, fresh: bool):
+    ``fresh``: wipe ``state`` first. ``persist``: moto's S3 state (inbox and archive: every object version,
+    its metadata and bytes) is restored from ``<state>/s3-state.pickle`` at start and saved there at
+    :meth:`close` and every :data:`S3_CHECKPOINT_SECONDS` while something changed, so that with the
+    PostgreSQL data directory (catalog and Airflow's metadata DB) a restart keeps everything. Cognito's demo
+    users are made anew at every start. One process at a time uses a state dir (``services.json``).
+    ``inbox_events``: the inbox bucket's S3 event notifications go to SQS queues on the same endpoint and
+    ``EMM_INBOX_QUEUE_URL_PREFIX`` is set, so ingest starts on each delivery (emm_sdc/inbox_events.py).
+    """
+
+    S3_SNAPSHOT = "s3-state.pickle"
+    S3_CHECKPOINT_SECONDS = 60.0
+
+    def __init__(self, state: Path, *, fresh: bool, persist: bool = False, inbox_events: bool = True):
         from emm_sdc.embedded import EmbeddedPostgres, EmbeddedS3, airflow_env
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        owner = _state_owner(state)
+        if owner is not None:
+            raise RuntimeError(f"{state} is in use by process {owner} (a running standalone or demo): stop it "
+                               "first, or use another --state-dir")
         if fresh and state.exists():
             EmbeddedPostgres(state / "pgdata").stop_stale()
             shutil.rmtree(state)
         state.mkdir(parents=True, exist_ok=True)
         self.state = state
+        #: No data directory yet: a new state dir (or one --fresh wiped).
+        self.created = not (state / "pgdata").exists()
+        info = state / "services.json"
+        before = json.loads(info.read_text()) if info.exists() else {}
+        #: The previous run of this state dir ended without :meth:`close` (killed, or the machine stopped).
+        self.unclean_stop = bool(before) and "stopped" not in before
         self.pg = EmbeddedPostgres(state / "pgdata").start()
-        self.s3 = EmbeddedS3().start()
+        self.s3 = EmbeddedS3(snapshot=state / self.S3_SNAPSHOT if persist else None,
+                             checkpoint_seconds=self.S3_CHECKPOINT_SECONDS if persist else 0.0).start()
         from emm_sdc.embedded import cognito_env
 
         self.cognito = cognito_env(self.s3.endpoint)
         self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg), **self.cognito}
-        # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
+        # Airflow's components and the `airflow` CLI run with this interpreter's bin/ first on PATH.
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        (state / "services.json").write_text(json.dumps({
-            "s3_endpoint": self.s3.endpoint, "catalog": self.pg.conn_json(), "pid": os.getpid(),
-        }))
+        self._info = {"s3_endpoint": self.s3.endpoint, "catalog": self.pg.conn_json(), "pid": os.getpid(),
+                      "started": time.time()}
+        info.write_text(json.dumps(self._info))
         from emm_sdc.core import catalog
 
         self.catalog_conn = self.pg.connect()
         self.applied = catalog.migrate(self.catalog_conn)
         client = self.s3.client()
+        have = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         for bucket in ("emm-sdc-inbox", "emm-sdc-archive"):
-            client.create_bucket(Bucket=bucket)
+            if bucket not in have:
+                client.create_bucket(Bucket=bucket)
         self.client = client
+        if inbox_events:
+            from emm_sdc.inbox_events import configure_inbox_events, inbox_areas, queue_url_prefix
+
+            urls = configure_inbox_events(client, self.s3.client("sqs"), "emm-sdc-inbox", inbox_areas())
+            self.env["EMM_INBOX_QUEUE_URL_PREFIX"] = queue_url_prefix(urls["spice"])
 
     def close(self) -> None:
         self.catalog_conn.close()
         self.s3.stop()
         self.pg.stop()
+        (self.state / "services.json").write_text(json.dumps({**self._info, "stopped": time.time()}))
+
+
+def _state_owner(state: Path) -> int | None:
+    """The pid of another live process that runs services on ``state`` (``services.json``), if any."""
+    import psutil
+
+    try:
+        info = json.loads((state / "services.json").read_text())
+        pid = int(info["pid"])
+        proc = psutil.Process(pid)
+        # A pid reused by a process started after the services were is not their owner.
+        alive = proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= float(info.get("started", 0)) + 1
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    return pid if alive and "stopped" not in info and pid != os.getpid() else None
 
 
 def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomalies: bool) -> dict[str, Any]:
@@ -356,6 +405,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"The demo runs the local and docker runners; batch needs AWS Batch (runner kinds: {kinds}).")
         return 2
     svc = Services(state, fresh=True)
+    _seed_last_good()
     if "docker" in kinds.values():
         problem = _container_setup(svc.env)
         if problem:
@@ -404,63 +454,137 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(_summary(svc, received))
         _say("Science-files API: log in, query, download (as the published EMM clients do)")
         _say(_api_tour(svc))
+        # Integrity reconciliation (docs/reconciliation.md): damage one archived product behind the SDC's back
+        # (same size, other bytes), then one real run of emm_integrity_reconcile; it must find exactly that.
+        from emm_sdc.core.catalog import Catalog
+
+        for victim in Catalog(svc.catalog_conn).query("recon_demo_victim"):
+            svc.client.put_object(Bucket="emm-sdc-archive", Key=victim["s3_key"], Body=b"\0" * victim["file_size"])
+            _say(f"Integrity reconciliation after overwriting s3://emm-sdc-archive/{victim['s3_key']} behind the "
+                 "SDC's back")
+            ok &= subprocess.run([sys.executable, "-m", "emm_sdc.pipeline.reconcile", "demo", str(state / "logs")],
+                                 env=svc.env, check=False).returncode == 0
         _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")
         return 0 if ok else 1
     finally:
         svc.close()
 
 
-def cmd_standalone(args: argparse.Namespace) -> int:
-    """Airflow standalone (scheduler, triggerer, API server + UI) on embedded services."""
-    state = Path(args.state_dir).resolve()
-    svc = Services(state, fresh=True)
-    try:
-        env = {**svc.env, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-               "AIRFLOW__API__PORT": str(args.port),
-               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{args.port}/execution/"}
-        _deliver_kernels(svc.client, state / "moc" / "kernels-1", 10, STANDALONE_SPK_END, "p", generic=True)
-        _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
-        _say(f"S3 (moto) at {svc.s3.endpoint}; catalog PostgreSQL socket {svc.pg.socket_dir}")
-        _say(f"Delivered SPICE kernels (predicted Hope SPK for orbits 0010-{STANDALONE_SPK_END - 1:04d}) to "
-             "s3://emm-sdc-inbox/inbox/spice/ and orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. "
-             "emm_spice_refresh and the ingest DAGs pick them up on their schedule; processing follows on "
-             "the L0 Asset events.")
-        _say(f"Airflow UI: http://localhost:{args.port}  (user 'admin'; password printed by Airflow below)")
-        from emm_sdc.embedded import DEMO_USERS
+class _Stopped(Exception):
+    """SIGTERM: the standalone stops as on Ctrl-C."""
 
-        _say(f"Science-files API: http://localhost:{args.port}/emm/api/science-files-metadata (docs at /emm/api/docs)"
-             f"; log in at {svc.cognito['EMM_COGNITO_ENDPOINT']} with app client "
-             f"{svc.cognito['EMM_COGNITO_CLIENT_ID']} as "
+
+def _raise_stopped(*_: Any) -> None:
+    raise _Stopped
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the API server does: TIME_WAIT is no use
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+INITIAL_DELIVERY = "initial-delivery.json"
+
+
+def _seed_last_good() -> None:
+    """Keep a last-good copy of every valid YAML before Airflow starts (emm_config_check keeps them later)."""
+    from emm_sdc.core import config_store
+
+    for result in config_store.seed_last_good():
+        if not result.ok:
+            _say("config problem (the instrument runs on its last-good copy, if any):\n  "
+                 + "\n  ".join(result.lines()))
+
+
+def cmd_standalone(args: argparse.Namespace) -> int:
+    """Airflow (API server + UI, scheduler, DAG processor, triggerer) on embedded services; its state (catalog,
+    archive, Airflow's metadata DB) is kept in the state dir across restarts unless ``--fresh``."""
+    from emm_sdc.airflow_local import AirflowLocal, AirflowLocalError, default_parallelism
+    from emm_sdc.embedded import DEMO_USERS
+
+    state = Path(args.state_dir).resolve()
+    if _port_in_use(args.host, args.port):
+        _say(f"port {args.port} on {args.host} is in use (another standalone?): pick another with --port")
+        return 2
+    parallelism = args.parallelism or default_parallelism()
+    af = AirflowLocal(state, fresh=args.fresh, persist=True, host=args.host, port=args.port, dags=None,
+                      parallelism=parallelism, start_timeout=600)
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started with SIGINT ignored (&)
+    rc = 0
+    try:
+        try:
+            af.start_services()
+        except RuntimeError as exc:  # the state dir is in use, or its S3 state cannot be read
+            _say(str(exc))
+            return 2
+        svc = af.svc
+        _seed_last_good()
+        how = "reset by --fresh" if args.fresh else "new" if svc.created else "kept from the last run"
+        _say(f"State in {state} ({how}): catalog and Airflow metadata in "
+             f"PostgreSQL (socket {svc.pg.socket_dir}), inbox and archive in S3 (moto) at {svc.s3.endpoint}, "
+             f"saved to {svc.state / svc.S3_SNAPSHOT} at stop and every {svc.S3_CHECKPOINT_SECONDS:.0f} s "
+             "while it changes")
+        if svc.s3.restored_buckets:
+            archived = sum(p.get("KeyCount", 0) for p in svc.client.get_paginator("list_objects_v2").paginate(
+                Bucket="emm-sdc-archive"))
+            _say(f"  restored S3: {svc.s3.restored_buckets} buckets, {archived} archived objects")
+        if svc.unclean_stop:
+            _say("  WARNING: the last run did not stop cleanly (killed?): S3 changes after its last checkpoint are "
+                 "lost, so the catalog may name archived objects that are missing")
+        marker = state / INITIAL_DELIVERY
+        if marker.exists():
+            _say(f"  the initial synthetic delivery was made on the first start ({marker}); not again")
+        else:
+            _deliver_kernels(svc.client, state / "moc" / "kernels-1", 10, STANDALONE_SPK_END, "p", generic=True)
+            _deliver_synthetic(svc.client, state / "moc" / "delivery-1", (11, 12), anomalies=True)
+            marker.write_text(json.dumps({"delivered": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "orbits": [11, 12]}))
+            _say(f"Delivered SPICE kernels (predicted Hope SPK for orbits 0010-{STANDALONE_SPK_END - 1:04d}) to "
+                 "s3://emm-sdc-inbox/inbox/spice/ and orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. "
+                 "emm_spice_refresh and the ingest DAGs pick them up; processing follows on the L0 Asset events.")
+        _say(f"Starting Airflow: API server + UI on {args.host}:{args.port}, scheduler (LocalExecutor, parallelism "
+             f"{parallelism}), DAG processor, triggerer; logs in {af.logs}")
+        af.start_airflow()
+        _write_airflow_env(state, af.env)
+        url = af.base_url
+        _say(f"Airflow UI: {url}  (user 'admin', password {af._password}; kept in {af.password_file})")
+        _say(f"Science-files API: {url}/emm/api/science-files-metadata (docs at /emm/api/docs); log in at "
+             f"{svc.cognito['EMM_COGNITO_ENDPOINT']} with app client {svc.cognito['EMM_COGNITO_CLIENT_ID']} as "
              + ", ".join(f"{u}/{pw} ({', '.join(g)})" for u, (pw, g) in DEMO_USERS.items()))
-        _say(f"Science data page: http://localhost:{args.port}/emm/  (log in as "
+        _say(f"Science data page: {url}/emm/  (log in as "
              + ", ".join(f"{u}/{pw}" for u, (pw, _g) in DEMO_USERS.items()) + ")")
         _say(f"More data: ./sdc deliver --state-dir {args.state_dir} --orbits 13 14;  a reconstructed SPK "
              f"(reprocesses orbit 11's products): ./sdc deliver --state-dir {args.state_dir} --orbits 11 --spk r")
-        _write_airflow_env(state, env)
-        # Pools live in Airflow's metadata DB: migrate it, then create the lanes' pools before anything runs.
-        for step in (["db", "migrate"], ["pools"]):
-            cmd = [sys.executable, "-m", "airflow", *step] if step[0] == "db" else \
-                [sys.executable, "-m", "emm_sdc.cli", *step]
-            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL if step[0] == "db" else None)
-        _say(f"Airflow CLI on this standalone: ./sdc airflow --state-dir {args.state_dir} <command> "
-             "(e.g. backfill create --dag-id emm_exi_reprocess ...)")
-        # Airflow runs in its own process group so that one signal stops every component (scheduler,
-        # workers, API server) before the services they use, on Ctrl-C as on `kill <pid>`.
-        child = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
-
-        def stop(*_: Any) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, stop)
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            stop()
-            child.wait(timeout=120)
-            return 0
+        _say(f"Airflow CLI on this instance: ./sdc airflow --state-dir {args.state_dir} <command> (e.g. dags list, "
+             "backfill create --dag-id emm_exi_reprocess ...); its config: "
+             f"{Path(af.env['AIRFLOW_HOME']) / 'airflow.cfg'}")
+        for file_name, trace in af.import_errors():
+            _say(f"DAG IMPORT ERROR in {file_name}: {trace.strip().splitlines()[-1] if trace.strip() else '?'}")
+        _say(f"Airflow is ready ({af.startup_seconds:.0f} s): UI and API answer, scheduler, DAG processor and "
+             "triggerer healthy, every DAG file parsed. Ctrl-C (or SIGTERM) stops it; the state is kept.")
+        while True:  # supervise: a component that dies stops the standalone, with its log's end
+            af.check_alive()
+            time.sleep(2)
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    except AirflowLocalError as exc:
+        _say(f"Airflow failed: {exc}")
+        rc = 1
     finally:
-        svc.close()
+        # A second Ctrl-C must not interrupt the stop that saves the S3 state.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _say("Stopping Airflow, then the services (saving the S3 state)...")
+        af.stop()
+        _say(f"Stopped. State kept in {state}: ./sdc standalone starts it again; ./sdc standalone --fresh resets it.")
+    return rc
 
 
 AIRFLOW_ENV_FILE = "airflow.env.json"
@@ -470,15 +594,21 @@ def _write_airflow_env(state: Path, env: dict[str, str]) -> None:
     """The standalone's Airflow/SDC settings, for ``./sdc airflow`` (owner-only: it names local services)."""
     keep = {k: v for k, v in env.items() if k.startswith(("AIRFLOW", "EMM_", "AWS_")) or k in ("PYTHONPATH", "PATH")}
     path = state / AIRFLOW_ENV_FILE
-    path.write_text(json.dumps(keep, indent=1))
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        json.dump(keep, fh, indent=1)
     path.chmod(0o600)
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
-    """The ``airflow`` CLI against a running standalone (its metadata DB, connections and DAG folder)."""
-    path = Path(args.state_dir).resolve() / AIRFLOW_ENV_FILE
+    """The ``airflow`` CLI against a running standalone (its metadata DB, connections, DAG folder and config)."""
+    state = Path(args.state_dir).resolve()
+    path = state / AIRFLOW_ENV_FILE
     if not path.exists():
         _say(f"no standalone settings at {path}: start one with ./sdc standalone --state-dir {args.state_dir}")
+        return 2
+    if _state_owner(state) is None:
+        _say(f"the standalone of {state} is not running: start it with ./sdc standalone --state-dir "
+             f"{args.state_dir} (its metadata DB runs with it)")
         return 2
     env = {**os.environ, **json.loads(path.read_text())}
     return subprocess.run([sys.executable, "-m", "airflow", *args.airflow_args], env=env, check=False).returncode
@@ -495,10 +625,25 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
-    """Upload more synthetic orbits to the inbox of a running standalone."""
+    """Upload more synthetic orbits to the inbox of a running standalone (after checking the ITF YAMLs)."""
     import boto3
 
-    info = json.loads((Path(args.state_dir) / "services.json").read_text())
+    from emm_sdc.core import config_store
+
+    broken = [r for r in (config_store.check(config_store.instrument_file(i), keep=False) for i in INSTRUMENTS)
+              if not r.ok]
+    if broken:
+        _say("refusing to deliver: the ITF configs it relies on (inbox prefixes, processing) are invalid; "
+             "nothing was uploaded")
+        for r in broken:
+            _say("\n".join(f"  {line}" for line in r.lines()))
+        _say("fix them (./sdc check-config lists the problems) and deliver again")
+        return 1
+    info_path = Path(args.state_dir) / "services.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if not info or "stopped" in info:
+        _say(f"no running standalone in {args.state_dir}: start one with ./sdc standalone --state-dir {args.state_dir}")
+        return 2
     client = boto3.client("s3", endpoint_url=info["s3_endpoint"], region_name="us-east-1",
                           aws_access_key_id="embedded", aws_secret_access_key="embedded")  # noqa: S106
     out = Path(args.state_dir) / "moc" / f"delivery-{int(time.time())}"
@@ -509,6 +654,34 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         return 0
     sent = _deliver_synthetic(client, out, tuple(args.orbits), anomalies=False)
     _say(f"delivered {len(sent['valid'])} files for orbits {args.orbits}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate ITF YAMLs (default: every one in the config folder, and the site config) before they are pushed.
+
+    Prints every problem as ``file: field: rule``; exit 1 on any, 0 with a short summary otherwise. With
+    ``--accept``, each valid live config is also kept as its last-good copy (as the emm_config_check DAG does).
+    """
+    from emm_sdc.core import config_store
+
+    files = [config_store.file_for_path(p) for p in args.paths] if args.paths else config_store.config_files()
+    results = []
+    for cf in files:
+        keep = args.accept and config_store.is_live(cf)
+        if args.accept and not keep:
+            _say(f"{cf.path}: not a config the SDC runs on, so it is only checked (no last-good copy)")
+        results.append(config_store.check(cf, keep=keep))
+    for r in results:
+        _say("\n".join(r.lines()))
+    bad = [r for r in results if not r.ok]
+    if bad:
+        problems = sum(len(r.error.problems) for r in bad if r.error is not None)
+        _say(f"FAILED: {problems} problem(s) in {len(bad)} of {len(results)} file(s)")
+        return 1
+    kept = sum(r.kept for r in results)
+    _say(f"OK: {len(results)} file(s) valid" + (f"; {kept} kept as last-good copies in "
+                                                   f"{config_store.last_good_dir()}" if kept else ""))
     return 0
 
 
@@ -615,9 +788,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run the main job end to end on embedded services")
     p.add_argument("--state-dir", default=f"{default_state}/demo")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("standalone", help="airflow standalone on embedded services")
+    p = sub.add_parser("standalone", help="Airflow (UI, scheduler, ...) on embedded services; keeps its data")
     p.add_argument("--state-dir", default=f"{default_state}/standalone")
+    p.add_argument("--host", default="127.0.0.1", help="address the UI/API listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--parallelism", type=int, default=0,
+                   help="LocalExecutor slots (default: two per core, 2 to 8)")
+    p.add_argument("--fresh", action="store_true",
+                   help="reset: delete the state dir's catalog, archive, inbox and run history first")
     p.set_defaults(func=cmd_standalone)
     p = sub.add_parser("api", help="the science-files API alone (uvicorn), from the Airflow connections in the env")
     p.add_argument("--host", default="127.0.0.1")
@@ -630,6 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="deliver a Hope SPK of this class over the orbits instead of science data")
     p.add_argument("--version", type=int, default=1, help="the SPK's version (with --spk)")
     p.set_defaults(func=cmd_deliver)
+    p = sub.add_parser("check-config", help="validate ITF YAMLs (and include/sdc.yaml) before pushing them")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="YAML files to check (default: every ITF config and the site config the SDC runs on)")
+    p.add_argument("--accept", action="store_true",
+                   help="also keep each valid live config as its last-good copy (EMM_LAST_GOOD_DIR)")
+    p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("dagtest", help=argparse.SUPPRESS)
     p.add_argument("--log-dir", required=True)
     p.add_argument("dag_ids", nargs="+")

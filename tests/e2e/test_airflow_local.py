@@ -3,7 +3,8 @@
 Starts ``airflow api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``
 on the embedded S3 and PostgreSQL, triggers ``emm_catalog_migrate`` through the REST API, waits
 for the scheduler to run it to success, checks that the lane pools exist, that a reprocessing run
-writes its note through the REST API, and that stopping leaves no process of the harness behind.
+writes its note through the REST API, that the UI's asset dependency graph answers (it failed with a
+500 on the psycopg 3 metadata-DB driver), and that stopping leaves no process of the harness behind.
 """
 
 from __future__ import annotations
@@ -20,10 +21,24 @@ pytestmark = pytest.mark.e2e
 
 
 def test_real_airflow_runs_a_triggered_dag(tmp_path: Path) -> None:
-    af = AirflowLocal(tmp_path / "af", dags=("emm_catalog_migrate", "emm_exi_reprocess"), ingest_schedule=NEVER)
+    af = AirflowLocal(tmp_path / "af", dags=("emm_catalog_migrate", "emm_exi_reprocess", "emm_exi_process"),
+                      ingest_schedule=NEVER)
     with af:
         health = af.health()
         assert health is not None and health["scheduler"]["status"] == "healthy"
+        assert af.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+
+        # The asset page's lineage graph: the UI asks for the scheduling dependencies around the asset node.
+        [(l0_id,)] = af.meta_sql("SELECT id FROM asset WHERE name = %s", ("emm_exi_l0",))
+        graph = af.ui("/dependencies", params={"node_id": f"asset:{l0_id}"})
+        nodes = {n["id"]: n for n in graph["nodes"]}
+        edges = {(e["source_id"], e["target_id"]) for e in graph["edges"]}
+        assert nodes[f"asset:{l0_id}"]["label"] == "emm_exi_l0"
+        assert nodes["dag:emm_exi_process"]["type"] == "dag"
+        assert (f"asset:{l0_id}", "dag:emm_exi_process") in edges  # l0 schedules processing
+        assert ("dag:emm_exi_ingest", f"asset:{l0_id}") in edges  # ingest produces l0
+        data = af.ui("/dependencies", params={"node_id": f"asset:{l0_id}", "dependency_type": "data"})
+        assert f"asset:{l0_id}" in {n["id"] for n in data["nodes"]} and data["edges"]
 
         run_id = af.trigger("emm_catalog_migrate", note="harness smoke test")
         assert af.wait_for_run("emm_catalog_migrate", run_id, timeout=120) == "success"

@@ -259,7 +259,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
     @app.get("/upload")
     def upload(request: Request) -> PlainTextResponse:
         """For ``itf-<inst>`` members: a presigned PUT URL for a Level 3 product (or its .md5 sidecar)."""
-        from emm_sdc.core.config import load_instrument
+        from emm_sdc.core.config_store import running_config
 
         who = caller(request)
         items = only(request, "file_name")
@@ -279,7 +279,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         if be.query("file_by_identity", {"file_name": parsed.canonical_name}):
             raise ApiError(409, f"{parsed.canonical_name} is already archived; a new product needs a new "
                                 "version or revision")
-        cfg = load_instrument(parsed.instrument)
+        cfg = running_config(parsed.instrument)
         url = be.s3().generate_presigned_url(
             "put_object", Params={"Bucket": get_settings().inbox_bucket,
                                   "Key": cfg.ingest.inbox_prefix + canonical},

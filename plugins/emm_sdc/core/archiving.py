@@ -62,6 +62,7 @@ REASONS = {
     "kernel-load-failed": "SPICE could not load the kernel",
     "kernel-type-mismatch": "the file's SPICE type is not the one its name declares",
     "coverage-mismatch": "the kernel's coverage contradicts the dates in its name",
+    "orphan": "an archive object no catalog row names, not a known delivery; moved here by a reconciliation repair",
 }
 
 

@@ -199,6 +199,11 @@ class Catalog:
         rows = self.query("file_by_name", {"file_name": file_name})
         return rows[0] if rows else None
 
+    def last_delivery(self, instrument: str) -> dict[str, Any] | None:
+        """The instrument's most recently handled delivery (``received_at``, ``inbox_key``, ``outcome``)."""
+        rows = self.query("last_delivery", {"instrument_id": instrument})
+        return rows[0] if rows else None
+
     def files(self, file_names: Sequence[str]) -> dict[str, dict[str, Any]]:
         rows = self.query("files_by_names", {"file_names": list(file_names)})
         return {r["file_name"]: r for r in rows}

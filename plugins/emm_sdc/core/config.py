@@ -12,11 +12,12 @@ import fnmatch
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,6 +35,21 @@ _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SCHEDULE_PRESETS = {"@hourly", "@daily", "@weekly", "@once", "@continuous"}
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+
+
+def schedule_field(presets: set[str]) -> Any:
+    """The type of a YAML schedule field: a cron expression (UTC) or one of ``presets``."""
+
+    def check(v: str) -> str:
+        if v not in presets and not croniter.is_valid(v):
+            raise ValueError(f"must be a cron expression or one of {sorted(presets)}")
+        return v
+
+    return Annotated[str, AfterValidator(check)]
+
+
+#: An ITF YAML's schedule: a cron expression (UTC) or one of Airflow's presets.
+Schedule = schedule_field(_SCHEDULE_PRESETS)
 
 
 class ConfigError(Exception):
@@ -64,7 +80,7 @@ class FilePatterns(_Strict):
 
 class IngestConfig(_Strict):
     inbox_prefix: str
-    schedule: str = "*/10 * * * *"
+    schedule: Schedule = "*/10 * * * *"
     sidecar_grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
     wait_minutes: int = Field(default=60, ge=1, le=24 * 60)
     file_patterns: FilePatterns
@@ -78,12 +94,17 @@ class IngestConfig(_Strict):
             )
         return v
 
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, v: str) -> str:
-        if v not in _SCHEDULE_PRESETS and not croniter.is_valid(v):
-            raise ValueError(f"must be a cron expression or one of {sorted(_SCHEDULE_PRESETS)}")
-        return v
+
+class AlertSettings(_Strict):
+    """When operators and the ITF are told that data is late (Airflow deadline alerts and the delivery watch).
+
+    ``processed_within_minutes``: an ingest or processing run of this instrument still unfinished this
+    long after it was queued (a delivery not fully processed). ``no_delivery_hours``: nothing delivered
+    for this long (``null``: never alert, e.g. during solar conjunction).
+    """
+
+    processed_within_minutes: float = Field(default=30, gt=0, le=7 * 24 * 60)
+    no_delivery_hours: float | None = Field(default=24, gt=0, le=90 * 24)
 
 
 class ProcessorInfo(_Strict):
@@ -269,6 +290,7 @@ class ItfConfig(_Strict):
     release: ReleaseConfig = ReleaseConfig()
     airflow: AirflowSettings = AirflowSettings()
     notifications: Notifications = Notifications()
+    alerts: AlertSettings = AlertSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ItfConfig:
@@ -363,10 +385,21 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
 
 def read_mapping(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
     """``yaml.safe_load`` one settings file; raise ``error`` when it is unreadable, not YAML or not a mapping."""
+    return mapping_from_text(read_text(path, error), path, error)
+
+
+def read_text(path: Path, error: type[ConfigError] = ConfigError) -> str:
+    """One settings file's text; ``error`` naming the file when it cannot be read."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise error(path, [("<file>", f"cannot be read: {exc.strerror or exc}")]) from exc
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(path, [("<file>", f"cannot be read: {getattr(exc, 'strerror', None) or exc}")]) from exc
+
+
+def mapping_from_text(text: str, path: Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """``yaml.safe_load`` the text of ``path``; raise ``error`` when it is not YAML or not a mapping."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
@@ -379,7 +412,13 @@ def read_mapping(path: Path, error: type[ConfigError] = ConfigError) -> dict[str
 def load_config(path: Path | str) -> ItfConfig:
     """Read and validate one ITF YAML file; raise :class:`ConfigError` listing every problem."""
     path = Path(path)
-    raw = read_mapping(path)
+    return config_from_text(read_text(path), path)
+
+
+def config_from_text(text: str, path: Path | str) -> ItfConfig:
+    """Validate the text of an ITF YAML (``path`` names it in errors and must be its instrument's file name)."""
+    path = Path(path)
+    raw = mapping_from_text(text, path)
     try:
         cfg = ItfConfig.model_validate(raw)
     except ValidationError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +32,14 @@ class Settings:
     kernel_dir: Path
     environment: str
     spice_inbox_prefix: str = "inbox/spice/"
+    #: Where the inbox's S3 event notifications queue (``<prefix>emm-sdc-inbox-<inst|spice>``), or None:
+    #: then ingest waits on its cron schedule and a deferrable S3 sensor instead of S3 events.
+    inbox_queue_url_prefix: str | None = None
+    #: ``EMM_LAST_GOOD_DIR``: where the last valid copy of each ITF YAML and of ``sdc.yaml`` is kept
+    #: (written by the ``emm_config_check`` DAG and ``./sdc check-config --accept``, read when DAG files
+    #: are parsed). Default ``<project>/.sdc/last-good-configs`` (gitignored). In a deployment whose
+    #: workers and DAG processor run on different machines it must be a volume they share.
+    last_good_dir: Path = field(default_factory=lambda: project_root() / ".sdc" / "last-good-configs")
 
     @property
     def sql_dir(self) -> Path:
@@ -59,4 +67,16 @@ def get_settings() -> Settings:
         work_dir=Path(os.environ.get("EMM_WORK_DIR") or Path(tempfile.gettempdir()) / "emm-sdc-work"),
         kernel_dir=Path(os.environ.get("EMM_KERNEL_DIR") or Path(tempfile.gettempdir()) / "emm-sdc-kernels"),
         environment=env,
+        last_good_dir=Path(os.environ.get("EMM_LAST_GOOD_DIR") or project_root() / ".sdc" / "last-good-configs"),
+        inbox_queue_url_prefix=_queue_prefix(os.environ.get("EMM_INBOX_QUEUE_URL_PREFIX")),
     )
+
+
+def _queue_prefix(value: str | None) -> str | None:
+    """``EMM_INBOX_QUEUE_URL_PREFIX``: an SQS queue URL without the queue name (ends in '/')."""
+    if not value:
+        return None
+    if not re.match(r"^https?://[^/\s]+/[0-9]{12}/$", value):
+        raise ValueError(f"EMM_INBOX_QUEUE_URL_PREFIX={value!r} must look like "
+                         "https://sqs.<region>.amazonaws.com/<12-digit account>/ (an SQS queue URL without its name)")
+    return value

@@ -50,7 +50,11 @@ def run_context() -> RunContext:
     return RunContext(dag_id=ctx["dag"].dag_id, dag_run_id=ctx["run_id"])
 
 
-@task(task_id=WATCHER_TASK_ID, trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+@task(task_id=WATCHER_TASK_ID, trigger_rule=TriggerRule.ONE_FAILED, retries=0,
+      doc_md="**What it does**: runs only when another task of this run failed, and fails the run, so a run "
+             "whose summary tasks still reported is not green.\n\n**If it fails** (it always does when it runs): "
+             "open the other red task; this one needs no action of its own (clear the failed task with its "
+             "downstream, and this one clears with it).")
 def fail_if_any_failed() -> None:
     """Leaf watcher: makes the DAG run fail when any upstream task failed.
 
@@ -60,13 +64,25 @@ def fail_if_any_failed() -> None:
     raise AirflowFailException("an upstream task failed; see the failed task's log")
 
 
-def announce_task(asset: Asset, level: str, query: str, what: str) -> Any:
+ANNOUNCE_DOC = """\
+**What it does**: reads from the catalog the files of this level that this run indexed and emits an event
+of the level's Asset listing them (its `extra`); the DAGs scheduled on that Asset start from it.
+*Skipped*: the run made none.
+
+**If it fails**: the catalog was unreachable; the files are indexed and safe, but nothing downstream was
+started: clear this task.
+"""
+
+
+def announce_task(asset: Asset, level: str, query: str, what: str, inlets: list[Asset] | None = None) -> Any:
     """A task that emits an Asset event listing this run's new files of one level (named query ``query``).
 
-    Skipped when the run made none, so consumers are not triggered for nothing.
+    Skipped when the run made none, so consumers are not triggered for nothing. ``inlets``: the Assets the
+    level is made from, for the asset graph's lineage (:func:`emm_sdc.assets.level_inlets`).
     """
 
-    @task(task_id=f"announce_{level}", outlets=[asset], trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    @task(task_id=f"announce_{level}", outlets=[asset], inlets=list(inlets or []), trigger_rule=TriggerRule.ALL_DONE,
+          retries=1, doc_md=ANNOUNCE_DOC)
     def announce() -> list[str]:
         from emm_sdc import connections
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from emm_sdc.core.archiving import InboxHandler, display_name
 from emm_sdc.core.delivery import DeliveryItem, folder_markers
@@ -13,6 +14,7 @@ from emm_sdc.core.naming import task_label
 from emm_sdc.core.storage import Storage
 
 log = logging.getLogger(__name__)
+XCOM_RETURN_KEY = "return_value"
 
 
 def is_final_attempt() -> bool:
@@ -24,8 +26,16 @@ def is_final_attempt() -> bool:
 def handle_inbox_item(handler: InboxHandler, item: dict[str, Any]) -> dict[str, Any]:
     """Body of a mapped inbox task: label the map index with the file name, handle the item, return the outcome."""
     parsed = DeliveryItem.from_dict(item)
-    get_current_context()["file_name"] = task_label(display_name(parsed.key))  # type: ignore[typeddict-unknown-key]
-    return handler.handle(parsed, final_attempt=is_final_attempt()).to_dict()
+    context = get_current_context()
+    context["file_name"] = task_label(display_name(parsed.key))  # type: ignore[typeddict-unknown-key]
+    outcome = handler.handle(parsed, final_attempt=is_final_attempt()).to_dict()
+    if outcome["outcome"] == "quarantined":
+        # Skipped, not success: a quarantined file stands out in the grid. The outcome is still this
+        # task's XCom, for the run's report.
+        context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=outcome)
+        raise AirflowSkipException(f"quarantined {outcome['file_name']}: {outcome['reason_code']}: "
+                                   f"{outcome['reason']} (copy and reason under {outcome['quarantine_key']})")
+    return outcome
 
 
 def inbox_accounting(remaining: list[str], planned: list[dict[str, Any]], waiting: dict[str, str],

@@ -15,6 +15,21 @@ from emm_sdc.pipeline.common import START_DATE, dag_callbacks
 
 log = logging.getLogger(__name__)
 
+# Task docs (doc_md): what each task does and what to do when it fails; the UI shows them on the task.
+MIGRATE_DOC = """\
+**What it does**: applies the catalog migrations of `include/sql/migrations` in order; applied ones are
+skipped.
+
+**If it fails**: catalog unreachable: trigger again after the outage. "changed after it was applied": a
+shipped migration was edited: restore it and add a new one. An SQL error: fix the migration, trigger again.
+"""
+SWEEP_DOC = """\
+**What it does**: closes as failed the processing runs still `running` long after any job could have ended
+(their worker died), with the reason, and removes the objects they reserved but never indexed.
+
+**If it fails**: S3 or the catalog was unreachable: the next hourly run sweeps them (or clear it).
+"""
+
 
 def build_migrate_dag() -> DAG:
     """``emm_catalog_migrate``: run by an operator (or at deploy) to bring the catalog schema up to date."""
@@ -30,7 +45,7 @@ def build_migrate_dag() -> DAG:
         doc_md=__doc__,
     )
     def migrate_dag() -> None:
-        @task
+        @task(doc_md=MIGRATE_DOC)
         def migrate() -> list[str]:
             applied = catalog.migrate(connections.catalog().conn)
             log.info("applied migrations: %s", applied or "none (up to date)")
@@ -57,7 +72,7 @@ def build_sweep_dag() -> DAG:
         doc_md=build_sweep_dag.__doc__,
     )
     def sweep_dag() -> None:
-        @task
+        @task(doc_md=SWEEP_DOC)
         def sweep() -> list[dict[str, Any]]:
             swept = sweep_stale_runs(connections.catalog(), connections.storage(), dag_id=None, dag_run_id=None,
                                      older_than=datetime.now(UTC) - STALE_AFTER,

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
 from emm_sdc import connections
-from emm_sdc.assets import level_asset
+from emm_sdc.alerts import processing_deadline
+from emm_sdc.assets import level_asset, level_inlets
 from emm_sdc.core import coverage
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import ItfConfig
@@ -35,8 +37,26 @@ from emm_sdc.core.product_writes import STALE_AFTER, sweep_stale_runs
 from emm_sdc.lanes import lane_args
 from emm_sdc.lifecycle import build_chain, processing_level_tasks
 from emm_sdc.pipeline.common import START_DATE, announce_task, dag_callbacks, default_args, fail_if_any_failed
+from emm_sdc.pipeline.params import NAME_LIST, ORBIT_LIST, day_param, list_param, orbits_param, pick_list, text_param
 
 log = logging.getLogger(__name__)
+
+# Task docs (doc_md): what each task does and what to do when it fails; the UI shows them on the task.
+PLAN_UNITS_DOC = """\
+**What it does**: picks the inputs and groups them into work units: the L0 files of the triggering asset event;
+by hand `files`, else `orbits`, else `start_date`..`end_date`, else every archived L0 without products. Each
+unit (orbit/day/file, and kernel class) becomes one instance of the `unit` task group.
+
+**If it fails**: a param error or "not in the catalog" is named in the log: trigger a new run with corrected
+params. Catalog unreachable: clear this task once it answers.
+"""
+SWEEP_RUNS_DOC = """\
+**What it does**: once every unit is done, closes as failed any processing run of this DAG run still `running`
+(its worker was killed, or the catalog was down when it failed) and removes the objects it reserved.
+
+**If it fails**: S3 or the catalog was unreachable: clear it after the outage (the hourly
+`emm_processing_sweep` also catches what it leaves).
+"""
 
 
 def _unit_key(cfg: ItfConfig, row: dict[str, Any]) -> str:
@@ -62,17 +82,25 @@ def science_l0(cfg: ItfConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any
             and cfg.classify(r["file_name"]) == "science"]
 
 
-def select_inputs(cat: Catalog, cfg: ItfConfig, params: dict[str, Any], event_files: list[str]) -> list[dict]:
-    """Science L0 rows to process: from asset events, else params, else everything pending."""
+def select_inputs(cat: Catalog, cfg: ItfConfig, params: Mapping[str, Any], event_files: list[str]) -> list[dict]:
+    """Science L0 rows to process: from asset events, else params, else everything pending.
+
+    Params left empty (``None``, ``[]``, ``""``: the Trigger form's defaults) select nothing, so a
+    manual run with the defaults processes every archived L0 file that has no product yet. A file,
+    orbit or date that does not parse fails the task naming the param.
+    """
     inst = cfg.instrument
-    names = event_files or list(params.get("files") or [])
+    names = event_files or list_param(params, "files")
+    orbits = orbits_param(params)
+    start_day, end_day = day_param(params, "start_date"), day_param(params, "end_date")
+    if end_day and not start_day:
+        raise AirflowFailException("param end_date needs start_date (the first observation day)")
     if names:
         rows = named_files(cat, names)
-    elif params.get("orbits"):
-        rows = cat.query("science_l0_by_orbit", {"instrument_id": inst, "orbits": list(params["orbits"])})
-    elif params.get("start_date"):
-        start = date.fromisoformat(params["start_date"])
-        end = date.fromisoformat(params.get("end_date") or params["start_date"]) + timedelta(days=1)
+    elif orbits:
+        rows = cat.query("science_l0_by_orbit", {"instrument_id": inst, "orbits": orbits})
+    elif start_day:
+        start, end = start_day, (end_day or start_day) + timedelta(days=1)
         rows = cat.query("science_l0_by_time", {"instrument_id": inst, "start": start, "end": end})
     else:
         first = cfg.processing.chain[0].level
@@ -97,7 +125,7 @@ def plan_units_from(cfg: ItfConfig, rows: list[dict[str, Any]],
             for (key, cls), files in sorted(groups.items())]
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=2, doc_md=SWEEP_RUNS_DOC)
 def sweep_runs() -> list[dict[str, Any]]:
     """After every unit finished: a run of this DAG run still 'running' lost its task (killed worker,
     catalog down when the failure was recorded, clean-up failed). Close it and remove what it left."""
@@ -106,6 +134,24 @@ def sweep_runs() -> list[dict[str, Any]]:
                              dag_run_id=ctx["run_id"], older_than=datetime.now(UTC) - STALE_AFTER,
                              reason=f"its task ended without closing it (swept by {ctx['run_id']})")
     return swept
+
+
+def process_params(levels: list[str]) -> dict[str, Param]:
+    """The Params of ``emm_<inst>_process``: every one optional, so the form triggers with its defaults."""
+    return {
+        "files": Param(None, **NAME_LIST, title="L0 files",
+                       description="L0 file names to process, one per line (empty: use orbits, dates or "
+                                   "everything pending)"),
+        "orbits": Param(None, **ORBIT_LIST, title="Orbits",
+                        description="orbit numbers to process, one per line; used when files is empty"),
+        "start_date": Param(None, type=["null", "string"], format="date", title="Start date",
+                            description="first observation day (YYYY-MM-DD); used when files and orbits are empty"),
+        "end_date": Param(None, type=["null", "string"], format="date", title="End date",
+                          description="last observation day (YYYY-MM-DD); empty: start_date only"),
+        "levels": pick_list(levels, title="Levels", description="levels to make (empty: the whole chain)"),
+        "reason": Param(None, type=["null", "string"], title="Reason",
+                        description="why this run was started (optional; recorded on its processing runs)"),
+    }
 
 
 def build_process_dag(cfg: ItfConfig) -> DAG:
@@ -122,24 +168,14 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
         max_active_runs=cfg.airflow.max_active_runs,
         max_active_tasks=cfg.airflow.max_active_tasks,
         default_args={**default_args(cfg, "processing"), **lane_args(cfg, "daily")},  # every task in the lane
+        deadline=processing_deadline(cfg, "processing"),
         **dag_callbacks(cfg.notifications, "processing"),
         tags=["emm", inst, "processing"],
         doc_md=__doc__,
-        params={
-            "files": Param([], type="array", items={"type": "string"},
-                           description="L0 file names to process (manual runs)"),
-            "orbits": Param([], type="array", items={"type": "integer"}, description="orbits to process"),
-            "start_date": Param(None, type=["null", "string"], format="date",
-                                description="first observation day (YYYY-MM-DD)"),
-            "end_date": Param(None, type=["null", "string"], format="date",
-                              description="last observation day (YYYY-MM-DD); defaults to start_date"),
-            "levels": Param([], type="array", items={"type": "string", "enum": levels},
-                            description="levels to make (default: the whole chain)"),
-            "reason": Param("", type="string", description="why this run was started (recorded)"),
-        },
+        params=process_params(levels),
     )
     def process() -> None:
-        @task
+        @task(doc_md=PLAN_UNITS_DOC)
         def plan_units() -> list[dict[str, Any]]:
             """Group the inputs into work units (orbit/day/file)."""
             ctx = get_current_context()
@@ -152,7 +188,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
             rows = select_inputs(cat, cfg, params, event_files)
             units = plan_units_from(cfg, rows, coverage.by_class(cat.query("hope_coverage")))
             log.info("%d input file(s) in %d unit(s): %s", len(rows), len(units), [u["unit"] for u in units])
-            return [{**u, "lane": "daily", "reason": params.get("reason") or None} for u in units]
+            return [{**u, "lane": "daily", "reason": text_param(params, "reason")} for u in units]
 
         @task_group(group_id="unit")
         def unit_chain(unit: dict[str, Any]) -> None:
@@ -160,7 +196,8 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
                         lane_args(cfg, "daily"))
 
         groups = unit_chain.expand(unit=plan_units())
-        groups >> [announce_task(level_asset(inst, lvl), lvl, "products_of_run", "products") for lvl in levels]
+        groups >> [announce_task(level_asset(inst, step.level), step.level, "products_of_run", "products",
+                                 inlets=level_inlets(inst, step)) for step in chain]
         swept = sweep_runs()
         groups >> swept
         [groups, swept] >> fail_if_any_failed()

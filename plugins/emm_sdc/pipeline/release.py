@@ -32,12 +32,71 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc import connections
 from emm_sdc.core import naming, release
-from emm_sdc.core.config import ConfigError, load_instrument
+from emm_sdc.core.config import ConfigError
+from emm_sdc.core.config_store import running_config
 from emm_sdc.core.release import ReleaseError, Rules, Window
 from emm_sdc.core.settings import get_settings
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, fail_if_any_failed
+from emm_sdc.pipeline.params import NAME_LIST, list_param, pick_list, text_param
 
 log = logging.getLogger(__name__)
+
+# Task docs (doc_md): what each task does and what to do when it fails; the UI shows them on the task.
+PLAN_DOC = """\
+**What it does**: resolves the window (`batch`, the dates, else the batch due) and selects the latest versions
+each ITF YAML's `release` rules allow; selects nothing for a release already published.
+
+**If it fails**: a window or param error is in the log: trigger again with corrected params. A broken ITF
+YAML: fix it, then clear. Catalog unreachable: clear it after the outage.
+"""
+VERIFY_DOC = """\
+**What it does**: reads every object of one chunk of the selection and compares its size and MD5 with the
+catalog's; a mismatch is withheld from the release (the `report` task names it).
+
+**If it fails**: S3 or the catalog was unreachable: clear it after the outage. Withheld files do not fail it.
+"""
+PUBLISH_DOC = """\
+**What it does**: records the release, its files and their `released` flags in one transaction; nothing in a
+dry run, for a release that exists, or when no file passed.
+
+**If it fails**: catalog unreachable: clear it after the outage (all or nothing; publishing a window twice
+changes nothing). An upstream `verify` failed: clear that one first.
+"""
+DOCUMENTS_DOC = """\
+**What it does**: writes `manifest.json`, `manifest.csv` and `release_notes.md` to `emm/releases/<release>/`,
+rendered from the catalog, where they are missing.
+
+**If it fails**: S3 or the catalog was unreachable: clear it after the outage. "exists with other content":
+documents are never overwritten; find out what wrote that object before removing it, then clear.
+"""
+COPY_PUBLIC_DOC = """\
+**What it does**: copies the released files and the release documents to `EMM_PUBLIC_BUCKET` (same keys),
+when `copy_to_public` or the setting asks for it.
+
+**If it fails**: "EMM_PUBLIC_BUCKET is not set": set it, or trigger with `copy_to_public` false. S3 outage or
+objects not copied: clear it after the outage (copies made are kept).
+"""
+REPORT_DOC = """\
+**What it does**: fails the run (so the operators are mailed) when archived objects failed their integrity
+check; they were not released. Otherwise logs the summary.
+
+**If it fails**: repair the named objects (restore them so their MD5 matches the catalog's); they go out with
+the next batch. Clearing it would fail again.
+"""
+WITHDRAW_DOC = """\
+**What it does**: withdraws the files (or the whole release): `released` turns false at once and each file is
+audited with who, when and the reason, in one transaction.
+
+**If it fails**: a param error (no reason, both or neither of `file_names` and `release`, unknown names) is
+in the log: trigger again with corrected params. Catalog unreachable: trigger again after the outage.
+"""
+RECORD_DOC = """\
+**What it does**: writes this run's withdrawal records beside the releases' manifests and deletes the public
+copies of the withdrawn files. Skipped in a dry run.
+
+**If it fails**: S3 or the catalog was unreachable: clear it after the outage (the files are already
+withdrawn; records are written once).
+"""
 _PRODUCT_LEVELS = sorted({lv for levels in naming.LEVELS.values() for lv in levels} - set(naming.RAW_LEVELS))
 _DEFAULT_ARGS = {"owner": "sdc-ops", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
@@ -80,11 +139,12 @@ def build_release_dag() -> DAG:
             "start_date": Param(None, type=["null", "string"], format="date",
                                 description="first day of a window (YYYY-MM-DD), with end_date, instead of batch"),
             "end_date": Param(None, type=["null", "string"], format="date",
-                              description="last day of the window (inclusive)"),
-            "instruments": Param([], type="array", items={"type": "string", "enum": list(naming.INSTRUMENTS)},
-                                 description="release only these instruments (default: all three)"),
-            "levels": Param([], type="array", items={"type": "string", "enum": _PRODUCT_LEVELS},
-                            description="release only these levels (within each ITF YAML's release levels)"),
+                              description="last day of the window (inclusive), with start_date"),
+            "instruments": pick_list(naming.INSTRUMENTS, title="Instruments",
+                                     description="release only these instruments (empty: all three)"),
+            "levels": pick_list(_PRODUCT_LEVELS, title="Levels",
+                                description="release only these levels, within each ITF YAML's release levels "
+                                            "(empty: what the YAMLs release)"),
             "dry_run": Param(False, type="boolean",
                              description="select and verify, report what would be released, write nothing"),
             "copy_to_public": Param(None, type=["null", "boolean"],
@@ -93,7 +153,7 @@ def build_release_dag() -> DAG:
         },
     )
     def public_release() -> None:
-        @task
+        @task(doc_md=PLAN_DOC)
         def plan() -> list[dict[str, Any]]:
             """Resolve the window; select what the ITFs' rules release (nothing when already published).
 
@@ -117,13 +177,14 @@ def build_release_dag() -> DAG:
                          existing["file_count"])
                 return []
             configs = {}
-            for inst in params["instruments"] or naming.INSTRUMENTS:
+            instruments, levels = list_param(params, "instruments"), list_param(params, "levels")
+            for inst in instruments or naming.INSTRUMENTS:
                 try:
-                    configs[inst] = load_instrument(inst)
+                    configs[inst] = running_config(inst)
                 except ConfigError as exc:
                     raise AirflowFailException(f"cannot release {inst}: {exc}") from None
             try:
-                rules = release.rules_for(configs, params["instruments"], params["levels"])
+                rules = release.rules_for(configs, instruments, levels)
             except ReleaseError as exc:
                 raise AirflowFailException(str(exc)) from None
             rows = release.select(cat, window, rules)
@@ -135,7 +196,7 @@ def build_release_dag() -> DAG:
                      sum(1 for r in rows if r["selection"] == "carry-over"), release.rules_record(rules))
             return release.chunks(rows)
 
-        @task(map_index_template="{{ chunk_label }}")
+        @task(map_index_template="{{ chunk_label }}", doc_md=VERIFY_DOC)
         def verify(chunk: dict[str, Any]) -> dict[str, Any]:
             """Read each selected object and compare its size and MD5 with the catalog's."""
             get_current_context()["chunk_label"] = chunk["label"]  # type: ignore[typeddict-unknown-key]
@@ -147,7 +208,7 @@ def build_release_dag() -> DAG:
             log.info("%s: %d verified, %d withheld", chunk["label"], len(ok), len(withheld))
             return {"ok": ok, "withheld": withheld}
 
-        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        @task(trigger_rule=TriggerRule.NONE_FAILED, doc_md=PUBLISH_DOC)
         def publish(plan: dict[str, Any], results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             """Record the release, its files and their released flags in one transaction.
 
@@ -191,7 +252,7 @@ def build_release_dag() -> DAG:
                             row["dag_run_id"])
             return {**base, **_summary(row), "published": True}
 
-        @task
+        @task(doc_md=DOCUMENTS_DOC)
         def documents(summary: dict[str, Any]) -> dict[str, str]:
             """Write the manifest (JSON, CSV) and release notes, rendered from the catalog, where missing."""
             if not summary["published"]:
@@ -206,7 +267,7 @@ def build_release_dag() -> DAG:
             log.info("release documents: %s", written)
             return written
 
-        @task
+        @task(doc_md=COPY_PUBLIC_DOC)
         def copy_public(summary: dict[str, Any]) -> dict[str, Any]:
             """Server-side copy of the released files and the release's documents to the public bucket."""
             choice = get_current_context()["params"]["copy_to_public"]
@@ -228,7 +289,7 @@ def build_release_dag() -> DAG:
                                            f"{result['failed'][:20]}")
             return {"copied": len(result["copied"]), "present": result["present"]}
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, doc_md=REPORT_DOC)
         def report() -> dict[str, Any]:
             """Fail the run (so the operators are told) when this run found objects failing their integrity check."""
             summary = get_current_context()["ti"].xcom_pull(task_ids="publish", default=None)
@@ -278,17 +339,19 @@ def build_withdraw_dag() -> DAG:
         tags=["emm", "release"],
         doc_md=__doc__,
         params={
-            "file_names": Param([], type="array", items={"type": "string"},
-                                description="released files to withdraw (or give release)"),
-            "release": Param(None, type=["null", "string"],
+            "file_names": Param(None, **NAME_LIST, title="File names",
+                                description="released files to withdraw, one per line (or give release)"),
+            "release": Param(None, type=["null", "string"], title="Release",
                              description="withdraw a whole release: batch number (7), batch-07 or special-..."),
-            "reason": Param("", type="string", minLength=1, pattern=r"\S",
-                            description="why (mandatory; recorded with who and when)"),
+            # Required by design: no valid default, so the form cannot trigger until a reason is typed.
+            "reason": Param("", type="string", minLength=1, pattern=r"\S", title="Reason (required)",
+                            description="why; required, no default: the form triggers once it is filled "
+                                        "(recorded with who and when)"),
             "dry_run": Param(False, type="boolean", description="show what would be withdrawn; change nothing"),
         },
     )
     def release_withdraw() -> None:
-        @task(retries=0)
+        @task(retries=0, doc_md=WITHDRAW_DOC)
         def withdraw() -> dict[str, Any]:
             """Set released=false at once for the files, auditing each (one transaction)."""
             ctx = get_current_context()
@@ -296,7 +359,7 @@ def build_withdraw_dag() -> DAG:
             try:
                 summary = release.withdraw(
                     connections.catalog(), reason=p["reason"], requested_by=_requested_by(ctx),
-                    file_names=p["file_names"], release=p["release"], dag_id=ctx["dag"].dag_id,
+                    file_names=list_param(p, "file_names"), release=text_param(p, "release"), dag_id=ctx["dag"].dag_id,
                     dag_run_id=ctx["run_id"], dry_run=p["dry_run"])
             except ReleaseError as exc:
                 raise AirflowFailException(str(exc)) from None
@@ -304,7 +367,7 @@ def build_withdraw_dag() -> DAG:
                      summary["withdrawn"], summary["not_released"])
             return summary
 
-        @task
+        @task(doc_md=RECORD_DOC)
         def record(summary: dict[str, Any]) -> dict[str, Any]:
             """Write this run's withdrawal records beside the releases' manifests; delete public copies."""
             if summary["dry_run"]:

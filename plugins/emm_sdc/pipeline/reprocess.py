@@ -43,7 +43,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, dag,
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from emm_sdc import connections
-from emm_sdc.assets import level_asset
+from emm_sdc.assets import level_asset, level_inlets
 from emm_sdc.core import coverage
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import ItfConfig
@@ -60,9 +60,27 @@ from emm_sdc.lifecycle import (
     processor_identity,
 )
 from emm_sdc.pipeline.common import announce_task, dag_callbacks, default_args, fail_if_any_failed
+from emm_sdc.pipeline.params import NAME_LIST, list_param
 from emm_sdc.pipeline.process import named_files, plan_units_from, science_l0
 
 log = logging.getLogger(__name__)
+
+# Task docs (doc_md): what each task does and what to do when it fails; the UI shows them on the task.
+PLAN_DOC = """\
+**What it does**: scheduled runs skip here (by design: reprocess with a backfill or a manual run). Otherwise
+selects the science L0 observed in the run's day (or `files`) and opens the campaign records; a dry run logs
+what would be remade and stops here.
+
+**If it fails**: "reason is required" or a param error: start the run again with it. "not in the catalog":
+check the file names. Catalog unreachable: clear it after the outage.
+"""
+CLOSE_CAMPAIGN_DOC = """\
+**What it does**: counts the jobs this run remade, skipped (nothing changed) and failed, closes its campaign
+record and writes the run note. Skipped for scheduled (no-op) runs.
+
+**If it fails**: the catalog or the Airflow API was unreachable: clear it after the outage (it only counts and
+records). Failed jobs are the `unit` tasks, not this one.
+"""
 
 #: Mars orbit insertion: the first day of mission time a backfill can cover.
 MISSION_START = datetime(2021, 2, 9, tzinfo=UTC)
@@ -88,7 +106,7 @@ def select_interval(
     cat: Catalog, cfg: ItfConfig, params: dict[str, Any], start: datetime | None, end: datetime | None
 ) -> list[dict[str, Any]]:
     """The science L0 rows a run reprocesses: ``files`` if given, else those observed in [start, end)."""
-    names = list(params.get("files") or [])
+    names = list_param(params, "files")
     if names:
         return science_l0(cfg, named_files(cat, names, "files: "))
     if start is None or end is None:
@@ -173,12 +191,14 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
         tags=["emm", inst, "reprocessing"],
         doc_md=__doc__,
         params={
-            # Required, but a scheduled DAG's params need valid defaults: plan() refuses a run without it.
+            # Required by design: the form refuses to trigger while it is empty, and plan() fails a run
+            # without one (a scheduled DAG's params need valid defaults, so the default is "").
             "reason": Param(
                 "",
                 type="string",
                 title="Reason (required)",
-                description="why these products are remade (required; recorded on every processing run)",
+                description="why these products are remade; required: the Trigger and Backfill forms need it "
+                "and a run without one fails (recorded on the campaign and every processing run)",
             ),
             "from_level": Param(
                 None,
@@ -198,11 +218,11 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
                 False, type="boolean", title="Dry run", description="report what would be remade; change nothing"
             ),
             "files": Param(
-                [],
-                type="array",
-                items={"type": "string"},
+                None,
+                **NAME_LIST,
                 title="L0 files",
-                description="manual runs: reprocess exactly these L0 files instead of the data interval",
+                description="manual runs: reprocess exactly these L0 files (one per line) instead of the "
+                "data interval; empty: the run's data interval",
             ),
             "campaign": Param(
                 None,
@@ -213,7 +233,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
         },
     )
     def reprocess() -> None:
-        @task
+        @task(doc_md=PLAN_DOC)
         def plan() -> list[dict[str, Any]]:
             """Select the interval's L0, open the campaign record; a dry run reports and stops here."""
             ctx = get_current_context()
@@ -231,7 +251,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
             wanted = downstream_levels(chain, params.get("from_level"))
             start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
             cat, storage = connections.catalog(), connections.storage()
-            rows = select_interval(cat, cfg, params, None if params.get("files") else start, end)
+            rows = select_interval(cat, cfg, params, None if list_param(params, "files") else start, end)
             units = plan_units_from(cfg, rows, coverage.by_class(cat.query("hope_coverage")))
             dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
             key, kind = campaign_identity(dag_id, run_type, run_id, dict(dag_run.conf or {}))
@@ -319,7 +339,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
                 lane_args(cfg, "reprocessing"),
             )
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=2, doc_md=CLOSE_CAMPAIGN_DOC)
         def close_campaign() -> dict[str, Any]:
             """Count what the run remade, skipped and failed; close its campaign record."""
             ctx = get_current_context()
@@ -348,7 +368,8 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
         groups = unit_chain.expand(unit=units)
         closed = close_campaign()
         groups >> closed
-        groups >> [announce_task(level_asset(inst, lvl), lvl, "products_of_run", "products") for lvl in levels]
+        groups >> [announce_task(level_asset(inst, step.level), step.level, "products_of_run", "products",
+                                 inlets=level_inlets(inst, step)) for step in chain]
         [groups, closed] >> fail_if_any_failed()
 
     return reprocess()

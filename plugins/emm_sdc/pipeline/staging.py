@@ -34,7 +34,8 @@ from emm_sdc.core import images
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.checksums import md5_file
 from emm_sdc.core.compare import Tolerances, compare_products
-from emm_sdc.core.config import ChainStep, ItfConfig, load_instrument
+from emm_sdc.core.config import ChainStep, ItfConfig
+from emm_sdc.core.config_store import running_config
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
@@ -42,9 +43,47 @@ from emm_sdc.lanes import lane_args
 from emm_sdc.lifecycle import archive_log, build_chain, fail_run, job_context, open_job
 from emm_sdc.notify import SdcNotifier
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, default_args, fail_if_any_failed
+from emm_sdc.pipeline.params import NAME_LIST, list_param, text_param
 from emm_sdc.runners.batch import fetch_outputs
 
 log = logging.getLogger(__name__)
+
+# Task docs (doc_md): what each task does and what to do when it fails; the UI shows them on the task.
+PLAN_CHECK_DOC = """\
+**What it does**: resolves the candidate and production images and the reference L0 inputs, and opens the
+staging-check record.
+
+**If it fails**: "no candidate" or "already the production image": trigger again with another
+`candidate_image`. Reference inputs not in the catalog: correct the names. Catalog unreachable: clear it.
+"""
+STAGE_DOC = """\
+**What it does**: stages one image's {level} job (production or candidate): the reference L0 from the
+archive, later levels from that image's own results; opens a staging processing-run record.
+**Skipped**: the previous level made nothing.
+
+**If it fails**: S3 or the catalog was unreachable: clear it after the outage.
+"""
+KEEP_DOC = """\
+**What it does**: checks one image's {level} outputs against the ITF contract and keeps them for the next level
+and the comparison (under `emm/staging/`); nothing is indexed as a product.
+
+**If it fails**: outputs breaking the contract (named in the log): that image fails the check; the ITF fixes
+it and a new check is run. S3 or the catalog was unreachable: run the check again after the outage.
+"""
+COMPARE_DOC = """\
+**What it does**: compares production and candidate products level by level with the ITF's tolerances (FITS
+headers and data, PNG pixels); writes `emm/staging/<inst>/<check>/report.json` and the verdict.
+
+**If it fails**: the check FAILED (differences or failed jobs, summarised in the log and the report): the
+candidate cannot be promoted. S3 or the catalog was unreachable: run the check again after the outage.
+"""
+PROMOTE_DOC = """\
+**What it does**: makes the image production for the instrument (recorded with who and why), mails the ITF
+and logs the backfill command that remakes the archive with it.
+
+**If it fails**: "refused" (no passing staging check against the current production image): run
+`emm_<inst>_staging_check` for it first. Catalog unreachable: trigger again after the outage.
+"""
 STAGING_ROOT = "emm/staging"
 
 
@@ -142,14 +181,14 @@ def keep_results(cat: Catalog, storage: Storage, spec: JobSpec, role: dict[str, 
 def _level_tasks(cfg: ItfConfig, step: ChainStep) -> tuple[Any, Any]:
     """The prepare and keep tasks of one level of a staging check (the runner's task goes between)."""
 
-    @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED)
+    @task(task_id="prepare", trigger_rule=TriggerRule.NONE_FAILED, doc_md=STAGE_DOC.format(level=step.level))
     def prepare(role: dict[str, Any]) -> dict[str, Any]:
         spec = stage_level(connections.catalog(), connections.storage(), cfg, step, role, **job_context())
         if spec is None:
             raise AirflowSkipException(f"no inputs for {step.level}")
         return spec.to_dict()
 
-    @task(task_id="keep")
+    @task(task_id="keep", doc_md=KEEP_DOC.format(level=step.level))
     def keep(job: dict[str, Any], _result: Any, role: dict[str, Any]) -> list[str]:
         """Validate the outputs and keep them for the next level and the comparison."""
         return keep_results(connections.catalog(), connections.storage(), JobSpec.from_dict(job), role)
@@ -173,19 +212,23 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
         tags=["emm", inst, "staging"],
         doc_md=__doc__,
         params={
-            "candidate_image": Param(cfg.processing.runner.staging_image or "", type="string",
-                                     description="image to check (default: runner.staging_image in the YAML)"),
-            "reference_inputs": Param(list(cfg.staging.reference_inputs), type="array", items={"type": "string"},
-                                      description="L0 file names (default: the YAML's, else the latest orbit)"),
+            "candidate_image": Param(cfg.processing.runner.staging_image, type=["null", "string"],
+                                     title="Candidate image",
+                                     description="image to check (default: runner.staging_image in the YAML); "
+                                                 "a run with neither fails naming them"),
+            "reference_inputs": Param(list(cfg.staging.reference_inputs) or None, **NAME_LIST,
+                                      title="Reference inputs",
+                                      description="L0 file names, one per line (empty: the YAML's "
+                                                  "staging.reference_inputs, else the latest archived orbit)"),
         },
     )
     def staging_check() -> None:
-        @task
+        @task(doc_md=PLAN_CHECK_DOC)
         def plan_check() -> list[dict[str, Any]]:
             """Resolve images and reference inputs; open the staging-check record."""
             ctx = get_current_context()
             params = ctx["params"]
-            candidate = params.get("candidate_image") or ""
+            candidate = text_param(params, "candidate_image") or ""
             if not candidate:
                 raise AirflowFailException(f"no candidate: set candidate_image or runner.staging_image in "
                                            f"{inst} config")
@@ -193,7 +236,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
             production = images.production_image(cat, inst)
             if production == candidate:
                 raise AirflowFailException(f"{candidate!r} is already the production image of {inst}")
-            rows = reference_rows(cat, cfg, list(params.get("reference_inputs") or []))
+            rows = reference_rows(cat, cfg, list_param(params, "reference_inputs"))
             names = sorted(r["file_name"] for r in rows)
             check_id = cat.query("start_staging_check", {
                 "instrument_id": inst, "candidate_image": candidate, "production_image": production,
@@ -211,7 +254,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
             build_chain(cfg.processing.chain, role, runner, lambda step: _level_tasks(cfg, step),
                         lane_args(cfg, "reprocessing"))
 
-        @task(trigger_rule=TriggerRule.ALL_DONE)
+        @task(trigger_rule=TriggerRule.ALL_DONE, doc_md=COMPARE_DOC)
         def compare(roles: list[dict[str, Any]]) -> dict[str, Any]:
             """Compare production and candidate products level by level; store the report and verdict."""
             ctx = get_current_context()
@@ -282,22 +325,28 @@ def build_promote_dag() -> DAG:
         tags=["emm", "staging"],
         doc_md=__doc__,
         params={
-            "instrument": Param("exi", type="string", enum=["exi", "emu", "emr"]),
-            "image": Param("", type="string", minLength=1, description="the candidate image to promote"),
-            "reason": Param("", type="string", description="why (recorded)"),
+            "instrument": Param("exi", type="string", enum=["exi", "emu", "emr"], title="Instrument",
+                                description="the instrument whose production image changes"),
+            # Required by design: no valid default, so the form cannot trigger until an image is typed.
+            "image": Param("", type="string", minLength=1, title="Image (required)",
+                           description="the candidate image to promote; required, no default (it must have "
+                                       "passed a staging check against the current production image)"),
+            "reason": Param(None, type=["null", "string"], title="Reason",
+                            description="why (optional; recorded with the promotion)"),
         },
     )
     def promote_dag() -> None:
-        @task
+        @task(doc_md=PROMOTE_DOC)
         def promote() -> dict[str, Any]:
             ctx = get_current_context()
             p = ctx["params"]
             try:
                 record = images.promote(connections.catalog(), p["instrument"], p["image"],
-                                        promoted_by=f"{ctx['dag'].dag_id}/{ctx['run_id']}", reason=p["reason"] or None)
+                                        promoted_by=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+                                        reason=text_param(p, "reason"))
             except images.PromotionRefused as exc:
                 raise AirflowFailException(str(exc)) from None
-            cfg = load_instrument(p["instrument"])
+            cfg = running_config(p["instrument"])
             backfill = backfill_command(connections.catalog(), cfg, f"image {p['image']} promoted",
                                         campaign=f"{p['instrument']} image {p['image'].rsplit(':', 1)[-1]}")
             log.info("to remake the archive with the new image: %s", backfill or "(no L0 archived yet)")

@@ -16,6 +16,24 @@ from emm_sdc.core.config import RunnerConfig
 from emm_sdc.core.jobs import JobSpec
 from emm_sdc.core.settings import get_settings, project_root
 
+RUN_DOC = """\
+**What it does**: runs the ITF processor {where} on the job `prepare` staged, within the YAML's limits
+({timeout} min, {memory} MB).
+
+**If it fails**: the log ends with the exit status and the processor's last lines. A processor error is the
+ITF's to fix (the run's failure mail reaches them); a timeout or out-of-memory kill: raise `timeout_minutes`
+or `memory_mb` in the YAML.{outage} To run the job again, clear this level's `prepare` with *Downstream*.
+"""
+_WHERE = {"local": "as a subprocess on the worker", "docker": "in a container on the worker",
+          "batch": "as an AWS Batch job (the task waits deferred)"}
+
+
+def run_doc(runner: RunnerConfig) -> str:
+    """The run task's doc_md for this runner."""
+    outage = " AWS Batch or S3 unreachable: clear this task after the outage." if runner.kind == "batch" else ""
+    return RUN_DOC.format(where=_WHERE[runner.kind], timeout=runner.timeout_minutes, memory=runner.memory_mb,
+                          outage=outage)
+
 
 def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run", **task_args: Any) -> Any:
     """Add the runner's task for ``job`` (the prepare task's output) and return its output.
@@ -23,6 +41,7 @@ def run_task(runner: RunnerConfig, job: Any, *, task_id: str = "run", **task_arg
     ``task_args`` (pool, priority weight: the job's lane) go to the operator as they are.
     """
     timeout = timedelta(minutes=runner.timeout_minutes + 5)  # backstop: runners enforce the YAML timeout
+    task_args = {"doc_md": run_doc(runner), **task_args}
     if runner.kind == "docker":
         from emm_sdc.runners.docker import SdcDockerOperator
 
