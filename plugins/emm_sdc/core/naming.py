@@ -1,6 +1,6 @@
 """EMM file-name standard: parse, validate, build, and derive archive keys.
 
-Grammar (DESIGN.md section 3, observed on real EMM products)::
+Grammar (docs/naming.md; observed on real EMM products)::
 
     emm_<inst>_<level>_<YYYYMMDD>T<hhmmss>_<orbit>[_<mode>][_<descriptor>]_<kernel>_v<VV>-<RR>.<ext>
 
@@ -26,7 +26,7 @@ from typing import Final
 INSTRUMENTS: Final = ("exi", "emu", "emr")
 INSTRUMENT_NAMES: Final = {"exi": "EXI", "emu": "EMUS", "emr": "EMIRS"}
 
-#: Levels each instrument may carry (mission facts, DESIGN.md section 3).
+#: Levels each instrument may carry (mission facts; docs/naming.md).
 LEVELS: Final[dict[str, tuple[str, ...]]] = {
     "exi": ("l0", "hk", "l1", "l2a", "l1ql"),
     "emu": ("l0", "hk", "l1", "l2a", "l2b", "l3"),
