@@ -123,8 +123,14 @@ class KernelArchiver(InboxHandler):
                 return self._duplicate(d, name, existing[0], digest, local, parts)
 
             active = self.catalog.query("active_kernels")
-            support = (support_kernels(self.kernel_dir, active, need_sclk=name.kernel_type == "ck")
-                       if name.is_hope else [])
+            support: list[Path] = []
+            if EXPECTED_KIND[name.kernel_type] in ("SPK", "CK"):  # coverage to convert to UTC
+                try:
+                    support = support_kernels(self.kernel_dir, active, need_sclk=name.kernel_type == "ck")
+                except MissingSupportKernels:
+                    if name.is_hope:
+                        raise
+                    # a planetary SPK before any LSK: its coverage is on the TDB calendar (inspect_kernel warns)
             try:
                 info = inspect_kernel(local, support=support)
             except KernelLoadError as exc:
