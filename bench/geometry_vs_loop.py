@@ -90,18 +90,19 @@ def differences(ours: list[dict], base: list[dict]) -> dict[str, np.ndarray]:
 
 def old_implementation(rev: str) -> ModuleType:
     """``core/geometry.py`` (with its ``core/spice.py``) as they were at git revision ``rev``."""
-    tmp = Path(tempfile.mkdtemp(prefix="emm-old-geometry-"))
     modules = {}
-    for name in ("spice", "geometry"):
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:plugins/emm_sdc/core/{name}.py"],
-                             check=True, capture_output=True, text=True).stdout
-        src = src.replace("from emm_sdc.core.spice import", "from emm_sdc.core._old_spice import")
-        (tmp / f"{name}.py").write_text(src)
-        spec = importlib.util.spec_from_file_location(f"emm_sdc.core._old_{name}", tmp / f"{name}.py")
-        assert spec and spec.loader
-        modules[name] = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = modules[name]
-        spec.loader.exec_module(modules[name])
+    with tempfile.TemporaryDirectory(prefix="emm-old-geometry-") as tmp:
+        for name in ("spice", "geometry"):
+            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:plugins/emm_sdc/core/{name}.py"],
+                                 check=True, capture_output=True, text=True).stdout
+            src = src.replace("from emm_sdc.core.spice import", "from emm_sdc.core._old_spice import")
+            path = Path(tmp) / f"{name}.py"
+            path.write_text(src)
+            spec = importlib.util.spec_from_file_location(f"emm_sdc.core._old_{name}", path)
+            assert spec and spec.loader
+            modules[name] = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = modules[name]
+            spec.loader.exec_module(modules[name])
     return modules["geometry"]
 
 
