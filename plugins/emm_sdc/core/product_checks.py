@@ -72,7 +72,7 @@ def _fits_problems(fh: BinaryIO) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with fits.open(fh, mode="readonly", memmap=False, lazy_load_hdus=False, cache=False) as hdul:
+            with fits.open(fh, mode="readonly", lazy_load_hdus=False, cache=False) as hdul:  # memory-mapped
                 hdul.verify("exception")
                 for n, hdu in enumerate(hdul):
                     problems += _checksum_problems(n, hdu)
