@@ -95,8 +95,8 @@ def main() -> None:
         for n in range(args.repeat):
             spec = job(base / "local", l0, n)
             t0 = time.perf_counter()
-            run_local(spec, ["python", "processors/emirs/processor.py"], cwd=project_root(), memory_mb=2048,
-                      timeout_s=120)
+            run_local(spec, ["python", "processors/launch.py", "processors/emirs/processor.py"], cwd=project_root(),
+                      memory_mb=2048, timeout_s=120)
             local.append(time.perf_counter() - t0)
             spec = job(base / "docker", l0, n)
             op = SdcDockerOperator(task_id=f"bench{n}", job=spec.to_dict(), memory_mb=2048, timeout_s=120)

@@ -71,10 +71,12 @@ promote the image (`emm_image_promote`) or fix the YAML's image, then clear. Mis
 deliver them, then clear.
 """
 COLLECT_DOC = """\
-**What it does**: checks the {level} outputs against the ITF contract, uploads them with verified checksums and
-indexes the products and their lineage in one transaction (all or nothing).
+**What it does**: checks the {level} outputs against the ITF contract (names, output manifest, and each product's
+content: FITS that astropy verifies with CHECKSUM/DATASUM in every HDU, intact gzip, PNGs that decode), uploads
+them with verified checksums and indexes the products and their lineage in one transaction (all or nothing).
 
-**If it fails**: outputs breaking the contract are named in the log: the ITF fixes its processor. S3 or the
+**If it fails**: outputs breaking the contract are named in the log and the run's message (file: rule: what is
+wrong); nothing of the job is indexed: the ITF fixes its processor. S3 or the
 catalog was unreachable: wait for the outage to end. Then clear this level's `prepare` with *Downstream* (the
 job's work directory is removed when collect ends, so the job is made again).
 """
