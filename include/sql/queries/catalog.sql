@@ -402,3 +402,38 @@ SELECT * FROM science_files WHERE processing_run_id = %(run_id)s ORDER BY file_n
 UPDATE processing_runs
 SET status = 'failed', ended_at = %(ended_at)s, message = %(message)s
 WHERE id = %(run_id)s AND status = 'running';
+
+-- name: insert_packet_sequence_check
+-- One delivery's CCSDS sequence-count check (migration 0013); a retry of the same delivery keeps the first row.
+INSERT INTO packet_sequence_checks (delivery_id, instrument_id, file_name, rule, verdict, packets, gaps, missing,
+                                    repeats, out_of_order, summary, dag_id, dag_run_id)
+VALUES (%(delivery_id)s, %(instrument_id)s, %(file_name)s, %(rule)s, %(verdict)s, %(packets)s, %(gaps)s,
+        %(missing)s, %(repeats)s, %(out_of_order)s, %(summary)s, %(dag_id)s, %(dag_run_id)s)
+ON CONFLICT (delivery_id) DO NOTHING
+RETURNING delivery_id;
+
+-- name: insert_packet_sequence_apid
+INSERT INTO packet_sequence_apids (delivery_id, apid, packets, first_count, last_count, gaps, missing, repeats,
+                                   out_of_order)
+VALUES (%(delivery_id)s, %(apid)s, %(packets)s, %(first_count)s, %(last_count)s, %(gaps)s, %(missing)s,
+        %(repeats)s, %(out_of_order)s)
+ON CONFLICT (delivery_id, apid) DO NOTHING;
+
+-- name: run_packet_sequence_anomalies
+-- Deliveries handled by one ingest run whose sequence counts have gaps, repeats or out-of-order packets.
+SELECT d.inbox_key, d.outcome, c.file_name, c.rule, c.verdict, c.packets, c.gaps, c.missing, c.repeats,
+       c.out_of_order, c.summary
+FROM deliveries d
+JOIN packet_sequence_checks c ON c.delivery_id = d.delivery_id
+WHERE d.dag_id = %(dag_id)s AND d.dag_run_id = %(dag_run_id)s AND c.verdict <> 'continuous'
+ORDER BY d.id;
+
+-- name: packet_sequence_of_file
+-- The sequence-count check of the delivery that archived a file, with its APIDs (null before migration 0013's
+-- checks, and for files that are not CCSDS packets).
+SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) - 'delivery_id' ORDER BY a.apid), '[]'::jsonb)
+             FROM packet_sequence_apids a WHERE a.delivery_id = c.delivery_id) AS apids
+FROM science_files f
+JOIN deliveries d ON d.file_id = f.id AND d.outcome = 'archived'
+JOIN packet_sequence_checks c ON c.delivery_id = d.delivery_id
+WHERE f.file_name = %(file_name)s;
