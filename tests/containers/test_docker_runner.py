@@ -82,6 +82,10 @@ def test_first_image_is_checked_and_promoted(world: Any, promoted: dict[str, Any
     report = json.loads(world["client"].get_object(
         Bucket=world["buckets"]["archive"], Key=check["report_uri"].split("/", 3)[3])["Body"].read())
     assert report["verdict"] == "passed" and report["levels"]["l1"]["validated"]
+    # The check's jobs point at it (processing_runs.staging_check_id): one candidate run per level, all passed.
+    linked = world["cat"].runs_of_staging_check(check["id"])
+    assert sorted(r["data_level"] for r in linked) == ["l1", "l2", "l2ql"]
+    assert {(r["environment"], r["image"], r["status"]) for r in linked} == {("staging", PROD, "success")}
     [promotion] = world["cat"].query("production_image", {"instrument_id": "emr"})
     assert promotion["image"] == PROD and promotion["staging_check_id"] == check["id"]
     assert world["cat"].get_file(promoted["files"][0].file_name) is not None  # ingest indexed L0
