@@ -381,3 +381,23 @@ def run_backfill(dag_id: str, from_date: str, to_date: str, conf: dict[str, Any]
     session.commit()
     session.close()
     return states
+
+
+def rendered_fields(dag_id: str, task_id: str, map_index: int = 0) -> tuple[dict[str, Any], int]:
+    """The rendered template fields (as the UI's Rendered Templates tab shows them) and the try number of a
+    task instance in the DAG's latest run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rtif
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run_id = session.scalar(select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()))
+        where = (Rtif.dag_id == dag_id, Rtif.run_id == run_id, Rtif.task_id == task_id, Rtif.map_index == map_index)
+        fields = session.scalar(select(Rtif.rendered_fields).where(*where))
+        ti_where = (TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id,
+                    TaskInstance.map_index == map_index)
+        try_number = session.scalar(select(TaskInstance.try_number).where(*ti_where))
+    assert fields is not None, f"no rendered fields of {task_id}[{map_index}] in the latest run of {dag_id}"
+    return fields, try_number

@@ -303,7 +303,7 @@ def _summary(svc: Services, received: int) -> str:
     cat = Catalog(svc.catalog_conn)
     lines = ["", "=" * 78, "EMM SDC demo: what the SDC made", "=" * 78]
     outcomes: dict[str, int] = {}
-    for r in cat.query("delivery_outcomes"):
+    for r in cat.delivery_outcomes():
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + r["files"]
     inbox = svc.client.list_objects_v2(Bucket="emm-sdc-inbox").get("KeyCount", 0)
     lines.append(f"Files delivered by the MOC (data files and kernels, without sidecars): {received}")
@@ -311,19 +311,19 @@ def _summary(svc: Services, received: int) -> str:
                  f"{outcomes.get('duplicate', 0)}   quarantined: {outcomes.get('quarantined', 0)}   "
                  f"still in inbox (waiting for a sidecar): {inbox}")
     lines.append("Quarantined (reason code: reason):")
-    for q in cat.query("quarantine_list"):
+    for q in cat.quarantine_list():
         lines.append(f"  {q['original_key'].rsplit('/', 1)[-1]}")
         lines.append(f"      {q['reason_code']}: {q['reason'][:150]}")
     lines.append("Archive by instrument and level (catalog):")
     lines.append(f"  {'inst':5} {'level':6} {'type':10} {'files':>6} {'bytes':>12}")
-    for r in cat.query("counts_by_level"):
+    for r in cat.counts_by_level():
         lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['product_type']:10} "
                      f"{r['files']:>6} {int(r['bytes']):>12,}")
     lines.append("Processing runs (instrument, runner, image, environment: status count):")
-    for r in cat.query("runs_by_runner"):
+    for r in cat.runs_by_runner():
         lines.append(f"  {r['instrument_id']:5} {r['runner']:7} {r['image']:32} {r['environment']:10} "
                      f"{r['status']} {r['runs']}")
-    lines.append("Catalog rows: " + ", ".join(f"{r['table_name']} {r['rows']}" for r in cat.query("table_counts")))
+    lines.append("Catalog rows: " + ", ".join(f"{r['table_name']} {r['rows']}" for r in cat.table_counts()))
     keys = [o["Key"] for page in svc.client.get_paginator("list_objects_v2").paginate(Bucket="emm-sdc-archive")
             for o in page.get("Contents", [])]
     by_root: dict[str, int] = {}
@@ -332,24 +332,24 @@ def _summary(svc: Services, received: int) -> str:
         by_root[root] = by_root.get(root, 0) + 1
     lines.append("Archive bucket s3://emm-sdc-archive: " + ", ".join(f"{k}/ {v}" for k, v in sorted(by_root.items())))
     lines.append("SPICE kernels (active) and meta-kernels:")
-    for k in cat.query("active_kernels"):
+    for k in cat.active_kernels():
         span = (f"  {k['coverage_start']:%Y-%m-%dT%H:%M} .. {k['coverage_end']:%Y-%m-%dT%H:%M}"
                 if k["coverage_start"] else "")
         lines.append(f"  {k['file_name']:36} {k['kind']:5} class {k['kernel_class'] or '-'}{span}")
     lines.append("  " + ", ".join(f"{m['file_name']} ({len(m['kernels'])} kernels)"
-                                  for m in cat.query("meta_kernels")))
+                                  for m in cat.meta_kernels()))
     lines.append("Latest products by kernel class (p predicted, r reconstructed, n none) and revision:")
     lines.append(f"  {'inst':5} {'level':6} {'class':5} {'rev':>3} {'files':>6}")
-    for r in cat.query("latest_by_kernel_class"):
+    for r in cat.latest_by_kernel_class():
         lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['pred_rec']:5} {r['revision']:>3} "
                      f"{r['files']:>6}")
-    for g in cat.query("sample_geometry"):
+    for g in filter(None, [cat.sample_geometry()]):
         lines.append(f"Geometry of {g['file_name']}:")
         lines.append(f"  Ls {g['mars_ls']:.3f} deg, local solar time {g['spacecraft_lst']:.3f} h, "
                      f"sub-spacecraft {g['spacecraft_lat']:.3f} N {g['spacecraft_lon']:.3f} E, "
                      f"altitude {g['spacecraft_alt']:,.1f} km, subsolar {g['subsolar_lat']:.3f} N "
                      f"{g['subsolar_lon']:.3f} E")
-    sample = cat.query("sample_lineage")
+    sample = cat.sample_lineage()
     if sample:
         lines.append("Lineage example:")
         for r in sample:
@@ -458,7 +458,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # (same size, other bytes), then one real run of emm_integrity_reconcile; it must find exactly that.
         from emm_sdc.core.catalog import Catalog
 
-        for victim in Catalog(svc.catalog_conn).query("recon_demo_victim"):
+        for victim in filter(None, [Catalog(svc.catalog_conn).first_product()]):
             svc.client.put_object(Bucket="emm-sdc-archive", Key=victim["s3_key"], Body=b"\0" * victim["file_size"])
             _say(f"Integrity reconciliation after overwriting s3://emm-sdc-archive/{victim['s3_key']} behind the "
                  "SDC's back")
@@ -725,7 +725,7 @@ def cmd_images(_args: argparse.Namespace) -> int:
     cat = connections.catalog()
     for inst in INSTRUMENTS:
         _say(f"{inst}: production {images.production_image(cat, inst) or '(none promoted)'}")
-        for c in cat.query("staging_checks_of", {"instrument_id": inst}):
+        for c in cat.staging_checks_of(inst):
             _say(f"    check {c['id']} {c['status']:7} candidate {c['candidate_image']} vs "
                  f"{c['production_image'] or '(first image)'}  {c['report_uri'] or ''}")
     return 0
@@ -738,7 +738,7 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
     from emm_sdc.core.config import load_instrument
 
     cat = connections.catalog()
-    rows = cat.query("campaigns_summary", {"instrument_id": args.instrument, "limit": args.limit})
+    rows = cat.campaigns_summary(args.instrument, args.limit)
     for c in rows:
         _say(format_campaign(c))
     if not rows:

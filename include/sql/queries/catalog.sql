@@ -79,13 +79,15 @@ LEFT JOIN quarantine q ON q.id = d.quarantine_id
 WHERE d.delivery_id = %(delivery_id)s;
 
 -- name: start_run
+-- try_number: the Airflow task instance's own try; staging_check_id: set for a staging check's jobs only.
 INSERT INTO processing_runs (
     dag_id, dag_run_id, task_id, map_index, try_number, instrument_id, data_level, work_unit, runner,
-    processor_name, processor_version, image, environment, meta_kernel, reason, started_at, status
+    processor_name, processor_version, image, environment, meta_kernel, reason, started_at, status,
+    staging_check_id
 ) VALUES (
     %(dag_id)s, %(dag_run_id)s, %(task_id)s, %(map_index)s, %(try_number)s, %(instrument_id)s,
     %(data_level)s, %(work_unit)s, %(runner)s, %(processor_name)s, %(processor_version)s, %(image)s,
-    %(environment)s, %(meta_kernel)s, %(reason)s, %(started_at)s, 'running'
+    %(environment)s, %(meta_kernel)s, %(reason)s, %(started_at)s, 'running', %(staging_check_id)s
 )
 RETURNING id;
 
@@ -248,8 +250,8 @@ SELECT * FROM staging_checks WHERE instrument_id = %(instrument_id)s ORDER BY id
 UPDATE processing_runs SET processor_name = %(processor_name)s, processor_version = %(processor_version)s
 WHERE id = %(run_id)s;
 
--- name: runs_of_check
-SELECT * FROM processing_runs WHERE reason LIKE %(reason)s ORDER BY id;
+-- name: runs_of_staging_check
+SELECT * FROM processing_runs WHERE staging_check_id = %(check_id)s ORDER BY id;
 
 -- name: latest_science_l0
 -- The L0 files of the instrument's most recent archived orbit (staging-check reference inputs).

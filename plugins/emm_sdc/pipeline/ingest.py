@@ -64,7 +64,7 @@ def new_calibration_note(cat: Any, cfg: ItfConfig, dag_id: str, dag_run_id: str)
     """New calibration versions this run archived, and the backfill that remakes what uses ``latest``."""
     from emm_sdc.campaigns import backfill_command
 
-    new = cat.query("calibration_archived_in_run", {"dag_id": dag_id, "dag_run_id": dag_run_id})
+    new = cat.calibration_archived_in_run(dag_id, dag_run_id)
     if not new:
         return None
     users = [s.level for s in cfg.processing.chain if s.calibration == "latest"]
@@ -192,7 +192,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
             """Summarise the run from the catalog; notify the ITF of quarantined files."""
             ctx = run_context()
             cat = connections.catalog()
-            rows = cat.query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
+            rows = cat.run_deliveries(ctx.dag_id, ctx.dag_run_id)
             summary: dict[str, Any] = {"archived": 0, "duplicate": 0, "quarantined": 0}
             for r in rows:
                 summary[r["outcome"]] += 1
@@ -240,7 +240,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                        "that is ready or overdue. *Skipped*: nothing came within `ingest.wait_minutes`.\n\n"
                        "**If it fails**: S3 could not be listed (connection `emm_s3`); the next cron run re-arms it.",
             ) >> items
-        announced = [announce_task(level_asset(inst, lvl), lvl, "files_of_run", "files") for lvl in ("l0", "hk")]
+        announced = [announce_task(level_asset(inst, lvl), lvl, "files") for lvl in ("l0", "hk")]
         handled >> announced
         handled >> report()
         handled >> fail_if_any_failed()

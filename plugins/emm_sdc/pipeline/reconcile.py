@@ -266,15 +266,15 @@ def demo(log_dir: str) -> int:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
     cat = connections.catalog()
-    runs = cat.query("recon_last_run", {"dag_id": DAG_ID})
-    if not runs:
+    last = cat.last_reconciliation(DAG_ID)
+    if last is None:
         print(f"      the reconciliation did not finish (state {state}); see {out}")
         return 1
-    summary = rc.summarize(cat, runs[0]["id"])
+    summary = rc.summarize(cat, last["id"])
     print(f"      {DAG_ID}: run {state} (red on any error finding); {summary.total} finding(s) over "
           f"{summary.stats.get('objects', 0)} objects, {summary.stats.get('verified_objects', 0)} re-read; "
           f"log {out}")
-    for f in cat.query("recon_findings", {"run_id": runs[0]["id"]}):
+    for f in cat.reconciliation_findings(last["id"]):
         print(f"      [{f['severity']}] {f['kind']}: {f['s3_key']}\n          expected {f['expected']}\n"
               f"          found    {f['found']}\n          action   {f['action'][:160]}...")
     return 0
