@@ -8,7 +8,7 @@ The object is an EXI L0 file of interleaved filter images (three APIDs, each cou
 * s3: our pass streaming the object from moto's S3 server (what ingest does) vs ``md5sum``
   (adds the HTTP transfer from the loopback server).
 
-Usage: ``./sdc bench`` or ``PYTHONPATH=plugins .venv/bin/python bench/checksum_vs_md5sum.py [--mb 200]``
+Usage: ``./sdc bench`` or ``PYTHONPATH=plugins:devtools .venv/bin/python bench/checksum_vs_md5sum.py [--mb 200]``
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from emm_dev.embedded import EmbeddedS3
 from emm_sdc.core import packets
 from emm_sdc.core.checksums import CHUNK_SIZE, StreamDigest
 from emm_sdc.core.storage import Storage
-from emm_sdc.embedded import EmbeddedS3
 
 #: An EXI imaging sequence's filters (f437, f546, f635): one 256-row image per filter in turn, as in an L0 file.
 FILTER_APIDS = (0x113, 0x114, 0x115)

@@ -12,9 +12,9 @@ so local solar time differs by 0-1 s).
 held before (``git show REV:plugins/emm_sdc/core/{spice,geometry}.py``, e.g. ``--old-rev d8ffa52``), on the
 same times, and prints its ratio and its difference from the vectorised path.
 
-Kernels are the synthetic ones (``emm_sdc.synthetic_spice``), written to a temporary directory.
+Kernels are the synthetic ones (``emm_dev.synthetic_spice``), written to a temporary directory.
 
-Usage: ``PYTHONPATH=plugins .venv/bin/python bench/geometry_vs_loop.py [--n 100000] [--repeat 3] [--old-rev REV]``
+Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/geometry_vs_loop.py [--n 100000] [--repeat 3] [--old-rev REV]``
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import spiceypy
 
-from emm_sdc import synthetic_spice
+from emm_dev import synthetic_spice
 from emm_sdc.core.geometry import FIELDS, compute_geometry
 from emm_sdc.core.spice import kernel_pool
 

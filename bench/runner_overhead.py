@@ -8,7 +8,7 @@ per job are what containerisation costs. Needs a Docker-API engine
 reference images (``./sdc build-images``); without them it prints one line
 saying what it skipped and why, and exits 0.
 
-Usage: ``./sdc bench`` or ``PYTHONPATH=plugins .venv/bin/python bench/runner_overhead.py [--repeat 5]``
+Usage: ``./sdc bench`` or ``PYTHONPATH=plugins:devtools .venv/bin/python bench/runner_overhead.py [--repeat 5]``
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core.jobs import JobInput, JobSpec
 from emm_sdc.core.settings import project_root
 

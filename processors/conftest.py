@@ -2,7 +2,7 @@
 
 The processor runs as a subprocess through ``processors/launch.py`` (as the local
 runner does) with only the contract's environment (no PYTHONPATH), on data made
-by ``emm_sdc.synthetic``; products are checked with the SDC's own
+by ``emm_dev.synthetic``; products are checked with the SDC's own
 ``emm_sdc.core.naming``.
 """
 

@@ -161,8 +161,8 @@ def new_catalog_and_buckets(pg_server: Any, s3_server: Any, tag: str) -> tuple[s
 def make_world(tmp: Path, pg_server: Any, s3_server: Any,
                edit: Callable[[str, dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
     """A catalog database, buckets and config copies for one test module, wired into the environment."""
+    from emm_dev.embedded import aws_conn_json
     from emm_sdc.core.settings import get_settings
-    from emm_sdc.embedded import aws_conn_json
 
     mp = pytest.MonkeyPatch()
     db, conn, client, buckets = new_catalog_and_buckets(pg_server, s3_server, "world")
@@ -195,9 +195,9 @@ def keep_world_dirs(monkeypatch: pytest.MonkeyPatch, world: dict[str, Any]) -> N
 def dissemination_world(pg_server: Any, s3_server: Any, tag: str) -> Iterator[dict[str, Any]]:
     """A catalog database, buckets and a Cognito user pool (moto) wired into the environment, for the API and
     page tests; torn down afterwards. Yields db, conn, cat, client, buckets and cognito (the EMM_COGNITO_* env)."""
+    from emm_dev.embedded import aws_conn_json, cognito_env
     from emm_sdc.api.config import api_settings
     from emm_sdc.core.settings import get_settings
-    from emm_sdc.embedded import aws_conn_json, cognito_env
 
     mp = pytest.MonkeyPatch()
     db, conn, client, buckets = new_catalog_and_buckets(pg_server, s3_server, tag)
@@ -229,7 +229,7 @@ def served(app: Any) -> Iterator[int]:
 
     import uvicorn
 
-    from emm_sdc.embedded import free_port
+    from emm_dev.embedded import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

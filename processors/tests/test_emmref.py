@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import naming, packets
 
 PROCESSORS = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import images
-from emm_sdc.moc import deliver
 from tests.helpers import edit_configs, keep_world_dirs, make_world, rendered_fields, restore_config, run_dag
 
 pytestmark = pytest.mark.containers

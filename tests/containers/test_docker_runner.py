@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
-from emm_sdc.moc import deliver
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from tests.helpers import (
     archive_state,
     edit_configs,

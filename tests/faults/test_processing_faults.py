@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core.archiving import Archiver, RunContext
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import load_instrument

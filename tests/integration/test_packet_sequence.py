@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import delivery
 from emm_sdc.core.archiving import REASONS, Archiver, Delivery, Outcome, RunContext
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import config_dir, load_config
 from emm_sdc.core.storage import Storage
-from emm_sdc.moc import deliver
 
 PREFIX = "inbox/exi/"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import images
-from emm_sdc.moc import deliver
 from emm_sdc.runners.local import JobFailed
 from tests.helpers import keep_world_dirs, make_world, rendered_fields, run_dag
 

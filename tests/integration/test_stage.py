@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core.jobs import JobInput, JobSpec
 from emm_sdc.core.storage import Storage
 from emm_sdc.runners.batch import batch_environment, fetch_outputs, stage_inputs

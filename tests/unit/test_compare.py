@@ -16,7 +16,7 @@ from astropy.io import fits
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import naming
 from emm_sdc.core.compare import (
     DEFAULT_IGNORE_KEYWORDS,

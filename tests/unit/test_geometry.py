@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import spiceypy
 
-from emm_sdc import synthetic
-from emm_sdc import synthetic_spice as ss
+from emm_dev import synthetic
+from emm_dev import synthetic_spice as ss
 from emm_sdc.core import kernels
 from emm_sdc.core.catalog import GEOMETRY_FIELDS
 from emm_sdc.core.geometry import FIELDS, compute_geometry, geometry_at

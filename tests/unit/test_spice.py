@@ -11,7 +11,7 @@ import pytest
 import spiceypy
 from spiceypy.utils.exceptions import SpiceyError
 
-from emm_sdc import synthetic_spice as ss
+from emm_dev import synthetic_spice as ss
 from emm_sdc.core import kernels
 from emm_sdc.core.spice import (
     Interval,

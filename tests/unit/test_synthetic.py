@@ -1,4 +1,4 @@
-"""Tests for emm_sdc.synthetic: valid deliveries and one anomaly per ingest rule."""
+"""Tests for emm_dev.synthetic: valid deliveries and one anomaly per ingest rule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import checksums, naming, packets
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import spiceypy
 
-from emm_sdc import synthetic
-from emm_sdc import synthetic_spice as ss
+from emm_dev import synthetic
+from emm_dev import synthetic_spice as ss
 from emm_sdc.core import checksums, kernels
 from emm_sdc.core.spice import inspect_kernel, kernel_pool
 from emm_sdc.core.spice import utc_to_et as spice_utc_to_et

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import naming, packets
 
 INST = "emu"

@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import naming, packets
 
 INST = "exi"

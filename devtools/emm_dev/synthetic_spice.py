@@ -12,7 +12,7 @@ Plain Python (no Airflow, no network). Everything is computed here from publishe
   barycentre (4), so every SPICE chain a DE gives (Sun from Mars, Mars from the SSB) works.
 * :func:`write_hope_spk` — Hope (-62) relative to Mars (499): a two-body Keplerian science
   orbit (periapsis altitude 20,000 km, 55 h period so periapsis falls at every
-  :func:`emm_sdc.synthetic.orbit_start`, 25 deg inclination to Mars' equator).
+  :func:`emm_dev.synthetic.orbit_start`, 25 deg inclination to Mars' equator).
   :func:`hope_state` is the same orbit in pure numpy, for independent checks.
 * :func:`write_hope_ck` — nadir-pointing attitude of frame -62000 relative to J2000 (type 3 CK).
 * :func:`kernel_delivery` — a delivery with EMM kernel names (``core/kernels.py``) and md5sum sidecars.
@@ -36,8 +36,8 @@ from typing import Final
 import numpy as np
 import spiceypy
 
+from emm_dev.synthetic import ORBIT_EPOCH, ORBIT_PERIOD, Delivered
 from emm_sdc.core import checksums, kernels, naming, spice
-from emm_sdc.synthetic import ORBIT_EPOCH, ORBIT_PERIOD, Delivered
 
 # --------------------------------------------------------------------------- time
 
@@ -466,7 +466,7 @@ def kernel_delivery(out_dir: str | Path, *, start: datetime, end: datetime, spk_
     version ``version``, sampled every ``step_s``; their names' dates are the first and last UTC
     day of the coverage read back from the written file. ``generic`` adds the LSK, PCK, SCLK and
     planetary SPK, always ``v01`` (their content does not depend on the arguments). Records are
-    :class:`emm_sdc.synthetic.Delivered` with ``instrument="spice"`` and ``level`` = kernel type.
+    :class:`emm_dev.synthetic.Delivered` with ``instrument="spice"`` and ``level`` = kernel type.
     """
     if spk_class not in kernels.CLASS_ORDER:
         raise ValueError(f"spk_class must be one of {list(kernels.CLASS_ORDER)}, got {spk_class!r}")

@@ -572,7 +572,7 @@ def sequence_break(out_dir: str | Path, source: Delivered, *, kind: str = "gap",
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m emm_sdc.synthetic OUT_DIR``: write deliveries and print their names."""
+    """``python -m emm_dev.synthetic OUT_DIR``: write deliveries and print their names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--orbits", type=int, nargs="+", default=[11, 12])

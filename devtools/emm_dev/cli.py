@@ -51,7 +51,7 @@ def _run_dags(dag_ids: Sequence[str], env: dict[str, str], log_dir: Path) -> boo
 
     Each item is a dag_id, or ``dag_id=<JSON run conf>``.
     """
-    proc = subprocess.run([sys.executable, "-m", "emm_sdc.cli", "dagtest", "--log-dir", str(log_dir), *dag_ids],
+    proc = subprocess.run([sys.executable, "-m", "emm_dev.cli", "dagtest", "--log-dir", str(log_dir), *dag_ids],
                           env=env, check=False)
     return proc.returncode == 0
 
@@ -138,7 +138,7 @@ class Services:
     S3_CHECKPOINT_SECONDS = 60.0
 
     def __init__(self, state: Path, *, fresh: bool, persist: bool = False, inbox_events: bool = True):
-        from emm_sdc.embedded import EmbeddedPostgres, EmbeddedS3, airflow_env
+        from emm_dev.embedded import EmbeddedPostgres, EmbeddedS3, airflow_env
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         owner = _state_owner(state)
@@ -159,7 +159,7 @@ class Services:
         self.pg = EmbeddedPostgres(state / "pgdata").start()
         self.s3 = EmbeddedS3(snapshot=state / self.S3_SNAPSHOT if persist else None,
                              checkpoint_seconds=self.S3_CHECKPOINT_SECONDS if persist else 0.0).start()
-        from emm_sdc.embedded import cognito_env
+        from emm_dev.embedded import cognito_env
 
         self.cognito = cognito_env(self.s3.endpoint)
         self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg), **self.cognito}
@@ -208,9 +208,9 @@ def _state_owner(state: Path) -> int | None:
 
 def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomalies: bool) -> dict[str, Any]:
     """Write synthetic MOC files for every instrument and upload them to the inbox."""
-    from emm_sdc import synthetic
+    from emm_dev import synthetic
+    from emm_dev.moc import deliver
     from emm_sdc.core.config import load_instrument
-    from emm_sdc.moc import deliver
 
     files = synthetic.generate(out, orbits=orbits)
     bad: list[synthetic.Delivered] = []
@@ -232,9 +232,9 @@ def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomali
 def _deliver_kernels(client: Any, out: Path, first_orbit: int, end_orbit: int, kernel_class: str, *,
                      generic: bool, version: int = 1) -> list[Any]:
     """Write a synthetic MOC kernel delivery (Hope SPK over [first_orbit, end_orbit)) and upload it."""
-    from emm_sdc import synthetic, synthetic_spice
+    from emm_dev import synthetic, synthetic_spice
+    from emm_dev.moc import deliver
     from emm_sdc.core.settings import get_settings
-    from emm_sdc.moc import deliver
 
     files = synthetic_spice.kernel_delivery(out, start=synthetic.orbit_start(first_orbit),
                                             end=synthetic.orbit_start(end_orbit), spk_class=kernel_class,
@@ -251,9 +251,9 @@ def _api_tour(svc: Services) -> str:
     import requests
     import uvicorn
 
+    from emm_dev.embedded import CATALOG_DB, DEMO_USERS, free_port
     from emm_sdc.api.app import Backends, create_app
     from emm_sdc.api.config import api_settings
-    from emm_sdc.embedded import CATALOG_DB, DEMO_USERS, free_port
 
     os.environ.update(svc.cognito)
     api_settings.cache_clear()
@@ -435,11 +435,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ok &= _run_dags(process, svc.env, state / "logs")
         _say("[5/6] Second delivery: a reconstructed Hope SPK for orbit 0011, orbit 0013, an identical "
              "re-delivery (duplicate) and a same-name file with different content (conflict)")
-        from emm_sdc import synthetic
+        from emm_dev import synthetic
 
         better = _deliver_kernels(svc.client, state / "moc" / "kernels-2", 11, 12, "r", generic=False)
         again = _deliver_synthetic(svc.client, state / "moc" / "delivery-2", (13,), anomalies=False)
-        from emm_sdc.moc import deliver
+        from emm_dev.moc import deliver
 
         dup = next(f for f in first["valid"] if f.instrument == "exi" and f.level == "l0")
         source = next(f for f in first["valid"] if f.instrument == "emr" and f.level == "l0")
@@ -462,7 +462,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             svc.client.put_object(Bucket="emm-sdc-archive", Key=victim["s3_key"], Body=b"\0" * victim["file_size"])
             _say(f"Integrity reconciliation after overwriting s3://emm-sdc-archive/{victim['s3_key']} behind the "
                  "SDC's back")
-            ok &= subprocess.run([sys.executable, "-m", "emm_sdc.pipeline.reconcile", "demo", str(state / "logs")],
+            ok &= subprocess.run([sys.executable, "-m", "emm_dev.reconcile_demo", str(state / "logs")],
                                  env=svc.env, check=False).returncode == 0
         _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")
         return 0 if ok else 1
@@ -506,8 +506,8 @@ def _seed_last_good() -> None:
 def cmd_standalone(args: argparse.Namespace) -> int:
     """Airflow (API server + UI, scheduler, DAG processor, triggerer) on embedded services; its state (catalog,
     archive, Airflow's metadata DB) is kept in the state dir across restarts unless ``--fresh``."""
-    from emm_sdc.airflow_local import AirflowLocal, AirflowLocalError, default_parallelism
-    from emm_sdc.embedded import DEMO_USERS
+    from emm_dev.airflow_local import AirflowLocal, AirflowLocalError, default_parallelism
+    from emm_dev.embedded import DEMO_USERS
 
     state = Path(args.state_dir).resolve()
     if _port_in_use(args.host, args.port):
