@@ -22,7 +22,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.installed" 2>/dev/null)" != "
   "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt -c constraints.txt
   echo "$want" > "$VENV/.installed"
 fi
-export PYTHONPATH="$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/plugins:$PWD/devtools${PYTHONPATH:+:$PYTHONPATH}"
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -38,5 +38,5 @@ case "$cmd" in
     for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b" "$@" || rc=1; done
     exit $rc ;;
   help|-h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) exec "$VENV/bin/python" -m emm_sdc.cli "$cmd" "$@" ;;
+  *) exec "$VENV/bin/python" -m emm_dev.cli "$cmd" "$@" ;;
 esac

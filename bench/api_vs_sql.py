@@ -10,7 +10,7 @@ the token), then times typical queries both ways in the same run:
 
 Prints p50/p95 of each and the ratio API/SQL. Goal: API p95 < 50 ms and <= 1.5x the direct SQL.
 
-Usage: ``./sdc bench`` or ``PYTHONPATH=plugins .venv/bin/python bench/api_vs_sql.py [--rows 1000000]``
+Usage: ``./sdc bench`` or ``PYTHONPATH=plugins:devtools .venv/bin/python bench/api_vs_sql.py [--rows 1000000]``
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ def main() -> None:
     import requests
     import uvicorn
 
+    from emm_dev.embedded import DEMO_USERS, EmbeddedPostgres, EmbeddedS3, cognito_env, free_port
     from emm_sdc.api.app import Backends, create_app
     from emm_sdc.api.config import api_settings
     from emm_sdc.api.query import parse_items
     from emm_sdc.core import catalog
-    from emm_sdc.embedded import DEMO_USERS, EmbeddedPostgres, EmbeddedS3, cognito_env, free_port
 
     work = Path(tempfile.mkdtemp(prefix="emm-bench-api-"))
     pg = EmbeddedPostgres(work / "pgdata", databases=("bench",)).start()

@@ -5,7 +5,7 @@ Prints, best of N fresh processes: the ``import airflow.sdk`` baseline, the time
 DagBag spends parsing each of our DAG files (the first one also pays for
 importing the emm_sdc package and the providers it uses), and the ratios.
 
-Usage: ``./sdc bench`` or ``PYTHONPATH=plugins .venv/bin/python bench/dag_parse.py``
+Usage: ``./sdc bench`` or ``PYTHONPATH=plugins:devtools .venv/bin/python bench/dag_parse.py``
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Daily processing latency with a reprocessing backfill running vs idle, on real Airflow (lanes, issue 12).
 
 Starts real Airflow 3 components (api-server, scheduler with LocalExecutor and ``--parallelism``
-slots, dag-processor, triggerer) on the embedded S3 and PostgreSQL (``emm_sdc.airflow_local``),
+slots, dag-processor, triggerer) on the embedded S3 and PostgreSQL (``emm_dev.airflow_local``),
 with the lane pools of the ITF YAMLs. Then:
 
 1. Seed: the MOC delivers SPICE kernels (a predicted Hope SPK over every orbit used here) and the
@@ -22,7 +22,7 @@ The ITF configs are copied with an ingest schedule that never fires (``airflow_l
 the only ingest runs are the triggered ones: a cron run's deferred sensor polls the inbox once a
 minute and would add 0-60 s of noise to every sample (production latency includes that poll).
 
-Usage: ``PYTHONPATH=plugins .venv/bin/python bench/lanes.py [--orbits 30] [--samples 4] [--parallelism 4]
+Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/lanes.py [--orbits 30] [--samples 4] [--parallelism 4]
 [--state-dir DIR] [--keep]``, or ``./sdc bench`` (every bench/*.py); about 10-12 min at the defaults on 2 cores.
 """
 
@@ -41,11 +41,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from emm_sdc import synthetic
-from emm_sdc.airflow_local import INBOX_BUCKET, NEVER, AirflowLocal
+from emm_dev import synthetic
+from emm_dev.airflow_local import INBOX_BUCKET, NEVER, AirflowLocal
+from emm_dev.moc import deliver
 from emm_sdc.core.config import load_instrument
 from emm_sdc.lanes import pool_name
-from emm_sdc.moc import deliver
 
 INST = "exi"
 FIRST_ORBIT = 10
@@ -317,7 +317,7 @@ def main() -> int:
     ok = False
     try:
         af.start_services()
-        from emm_sdc.cli import _deliver_kernels
+        from emm_dev.cli import _deliver_kernels
 
         # Kernels first, before Airflow starts: the refresh's first (cron) run finds them at its first poke.
         _deliver_kernels(af.s3, state / "moc" / "kernels", FIRST_ORBIT, loaded_orbits[-1] + 2, "p", generic=True)

@@ -1,7 +1,7 @@
 """Delivery-to-product latency with a real scheduler and event-driven ingest (issue 13).
 
 Starts real Airflow 3 components (api-server, scheduler with LocalExecutor, dag-processor, triggerer;
-``emm_sdc.airflow_local``) on the embedded S3 and PostgreSQL, with the inbox's S3 event notifications
+``emm_dev.airflow_local``) on the embedded S3 and PostgreSQL, with the inbox's S3 event notifications
 going to SQS queues on the same local endpoint (moto) and ``EMM_INBOX_QUEUE_URL_PREFIX`` set, so each
 instrument's ingest DAG is scheduled on its inbox Asset, whose ``AssetWatcher`` long-polls the queue in
 the triggerer (``emm_sdc.inbox_events``), or on its cron. Nothing is triggered by hand after the SPICE
@@ -15,7 +15,7 @@ the ITF's compute). Prints p50/p95 of delivery -> L0 indexed, delivery -> last p
 minus compute (the SDC's own share), against the goals L0 p95 <= 60 s and product p95 <= 60 s + compute,
 plus where the time of the slowest sample went.
 
-Usage: ``PYTHONPATH=plugins .venv/bin/python bench/latency.py [--deliveries 10] [--seed 13]
+Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/latency.py [--deliveries 10] [--seed 13]
 [--parallelism 4] [--state-dir DIR] [--keep]``, or ``./sdc bench``; about 8-10 min on 2 cores.
 """
 
@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from emm_sdc import synthetic
-from emm_sdc.airflow_local import INBOX_BUCKET, AirflowLocal
+from emm_dev import synthetic
+from emm_dev.airflow_local import INBOX_BUCKET, AirflowLocal
+from emm_dev.moc import deliver
 from emm_sdc.core.config import load_instrument
-from emm_sdc.moc import deliver
 
 INST = "exi"
 FIRST_ORBIT = 10
@@ -51,7 +51,7 @@ def say(msg: str) -> None:
 
 def start(state: Path, parallelism: int) -> AirflowLocal:
     """Real Airflow with inbox events; kernels delivered and the first meta-kernel written."""
-    from emm_sdc.cli import _deliver_kernels
+    from emm_dev.cli import _deliver_kernels
 
     af = AirflowLocal(state, parallelism=parallelism, dags=("emm_spice_refresh", INGEST_DAG, PROCESS_DAG))
     af.start_services()  # with inbox events (AirflowLocal's default): queues, bucket notifications, the setting

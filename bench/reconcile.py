@@ -14,7 +14,7 @@ Deep verification is off (fraction 0: a byte-reading rate is a setting, not a sp
 so both runs must find nothing. Each measurement runs in its own child process, so its peak RSS is its own.
 Prints both ratios (goal <= 2x) and the reconciliation's peak RSS (goal <= 500 MB at 1M).
 
-Usage: ``PYTHONPATH=plugins .venv/bin/python bench/reconcile.py [--inventory-objects N] [--listing-objects N]``
+Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/reconcile.py [--inventory-objects N] [--listing-objects N]``
 (0 skips a case; e.g. ``--inventory-objects 100000 --listing-objects 10000`` for a quick run).
 """
 
@@ -208,7 +208,7 @@ def main() -> int:
         return 0
     import logging
 
-    from emm_sdc.embedded import EmbeddedPostgres, EmbeddedS3
+    from emm_dev.embedded import EmbeddedPostgres, EmbeddedS3
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="emm-bench-reconcile-") as tmp:

@@ -8,7 +8,7 @@ per job are what containerisation costs. Needs a Docker-API engine
 reference images (``./sdc build-images``); without them it prints one line
 saying what it skipped and why, and exits 0.
 
-Usage: ``./sdc bench`` or ``PYTHONPATH=plugins .venv/bin/python bench/runner_overhead.py [--repeat 5]``
+Usage: ``./sdc bench`` or ``PYTHONPATH=plugins:devtools .venv/bin/python bench/runner_overhead.py [--repeat 5]``
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core.jobs import JobInput, JobSpec
 from emm_sdc.core.settings import project_root
 
@@ -95,12 +95,13 @@ def main() -> None:
         for n in range(args.repeat):
             spec = job(base / "local", l0, n)
             t0 = time.perf_counter()
-            run_local(spec, ["python", "processors/emirs/processor.py"], cwd=project_root(), memory_mb=2048,
-                      timeout_s=120)
+            run_local(spec, ["python", "processors/launch.py", "processors/emirs/processor.py"], cwd=project_root(),
+                      memory_mb=2048, timeout_s=120)
             local.append(time.perf_counter() - t0)
             spec = job(base / "docker", l0, n)
             op = SdcDockerOperator(task_id=f"bench{n}", job=spec.to_dict(), memory_mb=2048, timeout_s=120)
             t0 = time.perf_counter()
+            op.render_template_fields({})  # the job's image, environment and mounts, as a task run renders them
             op.execute({})
             docker.append(time.perf_counter() - t0)
             assert sorted(p.name for p in spec.output_dir.iterdir()) == sorted(

@@ -1,8 +1,9 @@
 """Shared fixtures for the reference processors' tests: run a processor exactly per the contract.
 
-The processor runs as a subprocess with only the contract's environment (no
-PYTHONPATH), on data made by ``emm_sdc.synthetic``; products are checked with the
-SDC's own ``emm_sdc.core.naming``.
+The processor runs as a subprocess through ``processors/launch.py`` (as the local
+runner does) with only the contract's environment (no PYTHONPATH), on data made
+by ``emm_dev.synthetic``; products are checked with the SDC's own
+``emm_sdc.core.naming``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if str(REPO / "plugins") not in sys.path:  # the repository conftest normally do
 
 from emm_sdc.core import naming  # noqa: E402
 
+LAUNCHER = REPO / "processors" / "launch.py"
 SCRIPTS = {
     "exi": REPO / "processors" / "exi" / "processor.py",
     "emu": REPO / "processors" / "emus" / "processor.py",
@@ -114,13 +116,40 @@ class Runner:
         out_dir = out_dir or self.base / f"out_{self.count:03d}_{inst}_{level}"
         out_dir.mkdir(parents=True, exist_ok=True)
         full_env = self.env(manifest, out_dir, env)
-        proc = subprocess.run([sys.executable, str(SCRIPTS[inst])], env=full_env, cwd=REPO,
+        proc = subprocess.run([sys.executable, str(LAUNCHER), str(SCRIPTS[inst])], env=full_env, cwd=REPO,
                               capture_output=True, text=True, timeout=timeout)
         result = Run(proc.returncode, proc.stdout, proc.stderr, out_dir, full_env)
         manifest_path = out_dir / "output_manifest.json"
         if manifest_path.exists():
             result.manifest = json.loads(manifest_path.read_text())
         return result
+
+    def check_hook(self, inst: str, level: str, files: Sequence[Path], hook: str, *, via: str = "env") -> Run | None:
+        """Run with test hook ``hook`` (``EMM_REF_FAIL``, or step parameter ``ref_fail`` when ``via`` says
+        ``parameter``) and check its documented behaviour (processors/README.md, "Test hooks")."""
+        spec = f"{hook}@{level}" if via == "parameter" else hook
+        kwargs: dict[str, Any] = {"parameters": {"ref_fail": spec}} if via == "parameter" else \
+            {"env": {"EMM_REF_FAIL": spec}}
+        if hook == "hang":  # only up to a 2 s timeout
+            with pytest.raises(subprocess.TimeoutExpired) as caught:
+                self.run(inst, level, files, timeout=2.0, **kwargs)
+            assert b"EMM_REF_FAIL=hang" in (caught.value.stderr or b"")
+            return None
+        run = self.run(inst, level, files, **kwargs)
+        if hook == "crash":
+            assert run.returncode == 1 and "crash" in run.stderr and run.files() == set(), run.stderr
+            return run
+        assert run.returncode == 0, run.stderr
+        listed = [p["file_name"] for p in run.manifest["products"]]
+        if hook == "extra-file":
+            assert run.files() - set(listed) - {"output_manifest.json"} == {"unlisted_scratch.dat"}
+        elif hook == "bad-name":
+            bad = [n for n in listed if not naming.is_valid(n)]
+            assert len(bad) == 1 and {p.rule for p in naming.problems_in(bad[0])[1]} == {"orbit"}
+            assert run.files() == set(listed) | {"output_manifest.json"}
+        else:
+            raise ValueError(f"no check for hook {hook!r}")
+        return run
 
     @staticmethod
     def check_products(run: Run, inst: str, level: str, *, version: int, revision: int, kernel: str,

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the reference processors' Python dependencies into an image, at build time.
-# Used by processors/<inst>/Containerfile; see processors/README.md ("Building the images").
+# Used by processors/Containerfile; see processors/README.md ("Building the images").
 #
 # Only what the base image lacks is installed:
 #   1. every wheel in /tmp/wheels (copied from processors/wheels/) is unpacked into

@@ -42,8 +42,8 @@ for _var in [v for v in os.environ if v.startswith(("AIRFLOW_CONN_", "AIRFLOW_VA
         del os.environ[_var]
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
+from emm_dev.embedded import EmbeddedPostgres, EmbeddedS3, aws_conn_json  # noqa: E402
 from emm_sdc.core.settings import get_settings  # noqa: E402
-from emm_sdc.embedded import EmbeddedPostgres, EmbeddedS3, aws_conn_json  # noqa: E402
 
 _counter = itertools.count()
 

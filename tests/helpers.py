@@ -161,8 +161,8 @@ def new_catalog_and_buckets(pg_server: Any, s3_server: Any, tag: str) -> tuple[s
 def make_world(tmp: Path, pg_server: Any, s3_server: Any,
                edit: Callable[[str, dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
     """A catalog database, buckets and config copies for one test module, wired into the environment."""
+    from emm_dev.embedded import aws_conn_json
     from emm_sdc.core.settings import get_settings
-    from emm_sdc.embedded import aws_conn_json
 
     mp = pytest.MonkeyPatch()
     db, conn, client, buckets = new_catalog_and_buckets(pg_server, s3_server, "world")
@@ -195,9 +195,9 @@ def keep_world_dirs(monkeypatch: pytest.MonkeyPatch, world: dict[str, Any]) -> N
 def dissemination_world(pg_server: Any, s3_server: Any, tag: str) -> Iterator[dict[str, Any]]:
     """A catalog database, buckets and a Cognito user pool (moto) wired into the environment, for the API and
     page tests; torn down afterwards. Yields db, conn, cat, client, buckets and cognito (the EMM_COGNITO_* env)."""
+    from emm_dev.embedded import aws_conn_json, cognito_env
     from emm_sdc.api.config import api_settings
     from emm_sdc.core.settings import get_settings
-    from emm_sdc.embedded import aws_conn_json, cognito_env
 
     mp = pytest.MonkeyPatch()
     db, conn, client, buckets = new_catalog_and_buckets(pg_server, s3_server, tag)
@@ -229,7 +229,7 @@ def served(app: Any) -> Iterator[int]:
 
     import uvicorn
 
-    from emm_sdc.embedded import free_port
+    from emm_dev.embedded import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -381,3 +381,23 @@ def run_backfill(dag_id: str, from_date: str, to_date: str, conf: dict[str, Any]
     session.commit()
     session.close()
     return states
+
+
+def rendered_fields(dag_id: str, task_id: str, map_index: int = 0) -> tuple[dict[str, Any], int]:
+    """The rendered template fields (as the UI's Rendered Templates tab shows them) and the try number of a
+    task instance in the DAG's latest run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rtif
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run_id = session.scalar(select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()))
+        where = (Rtif.dag_id == dag_id, Rtif.run_id == run_id, Rtif.task_id == task_id, Rtif.map_index == map_index)
+        fields = session.scalar(select(Rtif.rendered_fields).where(*where))
+        ti_where = (TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id,
+                    TaskInstance.map_index == map_index)
+        try_number = session.scalar(select(TaskInstance.try_number).where(*ti_where))
+    assert fields is not None, f"no rendered fields of {task_id}[{map_index}] in the latest run of {dag_id}"
+    return fields, try_number

@@ -22,7 +22,7 @@ from emm_sdc.core.config import ItfConfig
 def backfill_command(cat: Catalog, cfg: ItfConfig, reason: str, *, from_level: str | None = None,
                      campaign: str | None = None) -> str | None:
     """The ``airflow backfill create`` over every day with this instrument's L0 (None when there is none)."""
-    span = cat.query("observation_range", {"instrument_id": cfg.instrument})[0]
+    span = cat.observation_range(cfg.instrument)
     if not span["files"]:
         return None
     conf: dict[str, Any] = {"reason": reason}
@@ -40,7 +40,7 @@ def suggestions(cat: Catalog, cfg: ItfConfig) -> list[str]:
     """The backfill a ``product_version`` bump calls for: from the first chain level whose latest products are
     older than the YAML's version (the cascade remakes what is made from it)."""
     want = cfg.processing.product_version
-    old = {r["data_level"]: r for r in cat.query("product_versions_in_use", {"instrument_id": cfg.instrument})
+    old = {r["data_level"]: r for r in cat.product_versions_in_use(cfg.instrument)
            if r["version"] < want}
     first = next((s.level for s in cfg.processing.chain if s.level in old), None)
     if first is None:
@@ -66,7 +66,7 @@ def format_campaign(c: dict[str, Any]) -> str:
 
 def impact(cat: Catalog, file_name: str) -> dict[str, Any]:
     """Everything made from ``file_name`` (transitively) and which latest products are stale."""
-    rows = cat.query("impact_of_file", {"file_name": file_name})
+    rows = cat.impact_of_file(file_name)
     return {
         "file": file_name,
         "descendants": [{k: r[k] for k in ("file_name", "data_level", "depth", "superseded", "stale")} for r in rows],

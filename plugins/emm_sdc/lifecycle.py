@@ -71,10 +71,12 @@ promote the image (`emm_image_promote`) or fix the YAML's image, then clear. Mis
 deliver them, then clear.
 """
 COLLECT_DOC = """\
-**What it does**: checks the {level} outputs against the ITF contract, uploads them with verified checksums and
-indexes the products and their lineage in one transaction (all or nothing).
+**What it does**: checks the {level} outputs against the ITF contract (names, output manifest, and each product's
+content: FITS that astropy verifies with CHECKSUM/DATASUM in every HDU, intact gzip, PNGs that decode), uploads
+them with verified checksums and indexes the products and their lineage in one transaction (all or nothing).
 
-**If it fails**: outputs breaking the contract are named in the log: the ITF fixes its processor. S3 or the
+**If it fails**: outputs breaking the contract are named in the log and the run's message (file: rule: what is
+wrong); nothing of the job is indexed: the ITF fixes its processor. S3 or the
 catalog was unreachable: wait for the outage to end. Then clear this level's `prepare` with *Downstream* (the
 job's work directory is removed when collect ends, so the job is made again).
 """
@@ -162,15 +164,15 @@ def latest_per_root(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def current_meta_kernel(cat: Catalog, storage: Storage) -> dict[str, Any] | None:
     """The newest meta-kernel, present in the kernel directory (fetched from the archive if not)."""
-    rows = cat.query("latest_meta_kernel")
-    if not rows:
+    row = cat.latest_meta_kernel()
+    if row is None:
         return None
-    path = sync_kernel_dir(storage, get_settings().archive_bucket, get_settings().kernel_dir, rows[0])
-    kernels = rows[0]["kernels"]
+    path = sync_kernel_dir(storage, get_settings().archive_bucket, get_settings().kernel_dir, row)
+    kernels = row["kernels"]
     return {
-        "id": rows[0]["id"],
+        "id": row["id"],
         "path": str(path),
-        "file_name": rows[0]["file_name"],
+        "file_name": row["file_name"],
         "kernels": [str(k) for k in (kernels if isinstance(kernels, list) else json.loads(kernels))],
     }
 
@@ -206,12 +208,12 @@ def plan_job(
         if src == "l0":
             sources += roots
         else:
-            sources += latest_per_root(cat.query("descendants_at_level", {"root_ids": root_ids, "data_level": src}))
+            sources += latest_per_root(cat.descendants_at_level(root_ids, src))
     if not sources:
         raise Skipped(f"no {step.inputs} inputs for {unit['unit']}")
     version = cfg.processing.product_version
     if not unit.get("reprocess"):
-        children = cat.query("children_at_level", {"input_ids": [s["id"] for s in sources], "data_level": step.level})
+        children = cat.children_at_level([s["id"] for s in sources], step.level)
         covered = {c["input_id"] for c in children if c["version"] == version}
         sources = [s for s in sources if s["id"] not in covered]
         if not sources:
@@ -219,8 +221,7 @@ def plan_job(
     # A new revision whenever this unit already has products of the level at this version, so a product
     # never reuses an indexed name. Every version of the inputs' roots counts: a corrected L0 (v01-01)
     # makes the same products as the one it corrects (the unique index on root + version refuses reuse).
-    all_versions = [r["id"] for r in cat.query("versions_of_roots", {"ids": root_ids})]
-    existing = cat.query("descendants_at_level", {"root_ids": all_versions, "data_level": step.level})
+    existing = cat.descendants_at_level(cat.versions_of_roots(root_ids), step.level)
     used = [e["revision"] for e in existing if e["version"] == version]
     meta_kernel = current_meta_kernel(cat, storage) if step.uses_spice else None
     spec = JobSpec(
@@ -251,8 +252,7 @@ def plan_job(
     if not spec.forced:
         # Inputs whose products a successful run made in this same context: nothing changed for them.
         hashes = per_input_hashes(context, spec.inputs)
-        rows = cat.query("inputs_already_made", {"hashes": list(hashes.values())})
-        made = {r["input_hash"]: r["run_id"] for r in rows}
+        made = cat.inputs_already_made(list(hashes.values()))
         if made:
             spec.inputs = [i for i in spec.inputs if hashes[i.file_name] not in made]
             if not spec.inputs:
@@ -265,8 +265,7 @@ def plan_job(
 
 def prior_success(cat: Catalog, spec: JobSpec) -> dict[str, Any] | None:
     """The successful run of this job's input hash, if any ("nothing changed")."""
-    rows = cat.query("successful_run_with_hash", {"input_hash": spec.input_hash})
-    return rows[0] if rows else None
+    return cat.successful_run_with_hash(spec.input_hash)
 
 
 def prepare_job(
@@ -280,7 +279,7 @@ def prepare_job(
     run_id: str,
     task_id: str,
     map_index: int,
-    try_number: int = 1,
+    try_number: int,
 ) -> JobSpec:
     """Plan, hash, stage and register one job; raise :class:`Skipped` when it needs no run.
 
@@ -331,11 +330,10 @@ def prepare_job(
         map_index=map_index,
         try_number=try_number,
     )
-    cat.query("set_run_identity", {"run_id": spec.processing_run_id, **identity})
+    assert spec.processing_run_id is not None
+    cat.set_run_identity(spec.processing_run_id, **identity)
     context = {k: v for k, v in doc.items() if k != "inputs"}
-    hashes = per_input_hashes(context, spec.inputs)
-    cat.query("record_run_inputs", {"run_id": spec.processing_run_id, "hashes": list(hashes.values()),
-                                    "names": list(hashes)})
+    cat.record_run_inputs(spec.processing_run_id, per_input_hashes(context, spec.inputs))
     return spec
 
 
@@ -343,7 +341,7 @@ def _record_skip(cat: Catalog, cfg: ItfConfig, step: ChainStep, unit: dict[str, 
                  message: str, *, spec: JobSpec | None = None, identity: dict[str, Any] | None = None) -> None:
     """A ``skipped`` processing run: the audit trail (and the campaign's count) of a job not remade."""
     runner = cfg.processing.runner
-    cat.query("record_skipped_job", {
+    cat.record_skipped_job(**{
         "dag_id": fields["dag_id"], "dag_run_id": fields["run_id"], "task_id": fields["task_id"],
         "map_index": fields["map_index"], "try_number": fields["try_number"], "instrument_id": cfg.instrument,
         "data_level": step.level, "work_unit": unit["unit"], "runner": runner.kind,
@@ -400,9 +398,13 @@ def open_job(
     run_id: str,
     task_id: str,
     map_index: int,
-    try_number: int = 1,
+    try_number: int,
+    staging_check_id: int | None = None,
 ) -> None:
-    """Open the job's processing-run record and write its manifest (and, for batch, stage it in S3)."""
+    """Open the job's processing-run record and write its manifest (and, for batch, stage it in S3).
+
+    ``try_number`` is the task instance's real try; ``staging_check_id`` links a staging check's job to its check.
+    """
     from emm_sdc.runners.batch import stage_inputs
 
     spec.processing_run_id = cat.start_run(
@@ -411,9 +413,10 @@ def open_job(
         ),
         meta_kernel=Path(spec.meta_kernel).name if spec.meta_kernel else None,
         started_at=datetime.now(UTC),
+        staging_check_id=staging_check_id,
     )
     if spec.meta_kernel_id is not None:
-        cat.query("set_run_meta_kernel", {"run_id": spec.processing_run_id, "meta_kernel_id": spec.meta_kernel_id})
+        cat.set_run_meta_kernel(spec.processing_run_id, spec.meta_kernel_id)
     spec.write_manifest()
     if spec.runner == "batch":
         spec.s3_prefix = stage_inputs(storage, spec, get_settings().archive_bucket)
@@ -426,7 +429,7 @@ def check_kernel_letters(cat: Catalog, spec: JobSpec, products: list[Any]) -> No
     """A product's kernel letter must be a class whose Hope SPK covers the product's time."""
     if spec.kernel_class == "n":
         return
-    spans = coverage.by_class(cat.query("hope_coverage")).get(spec.kernel_class, [])
+    spans = coverage.by_class(cat.hope_coverage()).get(spec.kernel_class, [])
     bad = [p.name.file_name for p in products if not any(s <= p.name.start <= e for s, e in spans)]
     if bad:
         raise OutputError(
@@ -453,8 +456,7 @@ def _identical_job(cat: Catalog, spec: JobSpec) -> dict[str, Any] | None:
     """Another run of this job's hash that succeeded or is running (None when forced or unhashed)."""
     if spec.forced or not spec.input_hash:
         return None
-    rows = cat.query("active_run_with_hash", {"input_hash": spec.input_hash, "run_id": spec.processing_run_id})
-    return rows[0] if rows else None
+    return cat.active_run_with_hash(spec.input_hash, other_than=spec.processing_run_id)
 
 
 def _skip_as_duplicate(cat: Catalog, spec: JobSpec, other: dict[str, Any]) -> None:
@@ -463,7 +465,7 @@ def _skip_as_duplicate(cat: Catalog, spec: JobSpec, other: dict[str, Any]) -> No
         f"nothing changed: processing run {other['id']} ({other['dag_run_id']}, {other['status']}) made the same "
         "job at the same time; this one indexed nothing"
     )
-    cat.query("skip_run", {"run_id": spec.processing_run_id, "message": why})
+    cat.skip_run(spec.processing_run_id, why)
     raise Skipped(why)
 
 
@@ -477,7 +479,7 @@ def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
     assert spec.processing_run_id is not None
     writer = ProductWriter(cat, storage, bucket, spec.processing_run_id)
     if writer.committed():  # an earlier attempt indexed them (perhaps without seeing the acknowledgement)
-        return [r["file_name"] for r in cat.query("products_of_run_id", {"run_id": spec.processing_run_id})]
+        return [r["file_name"] for r in cat.products_of_run_id(spec.processing_run_id)]
     other = _identical_job(cat, spec)
     if other is not None and other["status"] == "success":
         _skip_as_duplicate(cat, spec, other)
@@ -509,9 +511,7 @@ def collect_job(cat: Catalog, storage: Storage, spec: JobSpec) -> list[str]:
             for p, g in zip(products, geometry, strict=True)
         ]
         if processor.get("name") and processor.get("version"):  # what actually ran, as the processor says
-            cat.query("set_run_processor", {"run_id": spec.processing_run_id,
-                                            "processor_name": str(processor["name"]),
-                                            "processor_version": str(processor["version"])})
+            cat.set_run_processor(spec.processing_run_id, str(processor["name"]), str(processor["version"]))
         writer.commit(records, ended_at=datetime.now(UTC), log_uri=log_uri)
     except Exception as exc:
         # Lost a race to an identical job: its reservation (same names), or the catalog's one-success-per-hash

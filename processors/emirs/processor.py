@@ -1,28 +1,19 @@
 #!/usr/bin/env python3
-"""EMM EMIRS reference processor: l0 -> l1 (DN spectra), l1 -> l2 (radiance, brightness temperature),
-l2 -> l2ql (PNG plot of the mean spectrum).
+"""EMM EMIRS reference processor: l0 -> l1 (DN spectra), l1 -> l2 (radiance, BT), l2 -> l2ql (PNG plot).
+
+l2 holds the radiance and brightness-temperature spectra; l2ql plots the mean spectrum.
 
 Runs one job per the SDC processor contract (``docs/itf_container_contract.md``):
-``python processors/emirs/processor.py`` from the repository, ``python3 /opt/emm/processor.py``
-in the image. See ``processors/README.md``.
+``python processors/launch.py processors/emirs/processor.py`` from the repository,
+``python3 /opt/emm/processor.py`` in the image (where ``emmref`` is installed). See ``processors/README.md``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-_HERE = Path(__file__).resolve().parent
-for _root in (_HERE, _HERE.parent):  # /opt/emm in the image, processors/ in the repository
-    if (_root / "emmref").is_dir():
-        if str(_root) not in sys.path:
-            sys.path.insert(0, str(_root))
-        break
-
-import numpy as np  # noqa: E402
-
-from emmref import contract  # noqa: E402
-from emmref.contract import BadInput, InputFile, Job, Outputs, Processor, Step  # noqa: E402
+from emmref import contract
+from emmref.contract import BadInput, InputFile, Job, Outputs, Processor, Step
 
 PROCESSOR = Processor(name="emm-emr-ref", version="1.0.0", instrument="emr")
 
@@ -199,9 +190,5 @@ STEPS = {
 }
 
 
-def main() -> int:
-    return contract.run(PROCESSOR, STEPS)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    contract.main(PROCESSOR, STEPS)

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from emmref import names
 
@@ -403,3 +403,8 @@ def run(processor: Processor, steps: Mapping[str, Step], env: Mapping[str, str] 
         print(f"{processor.name}: error: processing failed", file=sys.stderr, flush=True)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def main(processor: Processor, steps: Mapping[str, Step]) -> NoReturn:
+    """A processor program's entry point: run the job in the environment and exit with its status."""
+    sys.exit(run(processor, steps))

@@ -2,26 +2,16 @@
 """EMM EMUS reference processor: l0 -> l1 (counts cube), l1 -> l2a (radiance), l2a -> l2b (line brightness).
 
 Runs one job per the SDC processor contract (``docs/itf_container_contract.md``):
-``python processors/emus/processor.py`` from the repository, ``python3 /opt/emm/processor.py``
-in the image. See ``processors/README.md``.
+``python processors/launch.py processors/emus/processor.py`` from the repository,
+``python3 /opt/emm/processor.py`` in the image (where ``emmref`` is installed). See ``processors/README.md``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-_HERE = Path(__file__).resolve().parent
-for _root in (_HERE, _HERE.parent):  # /opt/emm in the image, processors/ in the repository
-    if (_root / "emmref").is_dir():
-        if str(_root) not in sys.path:
-            sys.path.insert(0, str(_root))
-        break
-
-import numpy as np  # noqa: E402
-
-from emmref import contract  # noqa: E402
-from emmref.contract import BadInput, InputFile, Job, Outputs, Processor, Step  # noqa: E402
+from emmref import contract
+from emmref.contract import BadInput, InputFile, Job, Outputs, Processor, Step
 
 PROCESSOR = Processor(name="emm-emu-ref", version="1.0.0", instrument="emu")
 
@@ -245,9 +235,5 @@ STEPS = {
 }
 
 
-def main() -> int:
-    return contract.run(PROCESSOR, STEPS)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    contract.main(PROCESSOR, STEPS)

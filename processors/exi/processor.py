@@ -2,28 +2,19 @@
 """EMM EXI reference processor: l0 -> l1 (DN images), l1 -> l2a (I/F), l1 -> l1ql (PNG quicklooks).
 
 Runs one job per the SDC processor contract (``docs/itf_container_contract.md``):
-``python processors/exi/processor.py`` from the repository, ``python3 /opt/emm/processor.py``
-in the image. See ``processors/README.md``.
+``python processors/launch.py processors/exi/processor.py`` from the repository,
+``python3 /opt/emm/processor.py`` in the image (where ``emmref`` is installed). See ``processors/README.md``.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-for _root in (_HERE, _HERE.parent):  # /opt/emm in the image, processors/ in the repository
-    if (_root / "emmref").is_dir():
-        if str(_root) not in sys.path:
-            sys.path.insert(0, str(_root))
-        break
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from emmref import contract  # noqa: E402
-from emmref.contract import BadInput, Job, MissingAuxiliary, Outputs, Processor, Step  # noqa: E402
+from emmref import contract
+from emmref.contract import BadInput, Job, MissingAuxiliary, Outputs, Processor, Step
 
 PROCESSOR = Processor(name="emm-exi-ref", version="1.0.0", instrument="exi")
 
@@ -213,9 +204,5 @@ STEPS = {
 }
 
 
-def main() -> int:
-    return contract.run(PROCESSOR, STEPS)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    contract.main(PROCESSOR, STEPS)

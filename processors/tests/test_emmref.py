@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import naming, packets
 
 PROCESSORS = Path(__file__).resolve().parents[1]
@@ -140,23 +141,48 @@ def test_load_job_reports_the_manifest_problem(tmp_path: Path) -> None:
         contract.load_job({"EMM_INPUT_MANIFEST": str(manifest)}, proc)
 
 
-@pytest.mark.parametrize(("folder", "inst"), [("exi", "exi"), ("emus", "emu"), ("emirs", "emr")])
-def test_containerfile(folder: str, inst: str) -> None:
-    """The image definition builds FROM a replaceable base, copies what exists, runs as non-root."""
-    text = (PROCESSORS / folder / "Containerfile").read_text()
+def test_containerfile() -> None:
+    """One image definition for all processors: a replaceable base, copies what exists, runs as non-root."""
+    text = (PROCESSORS / "Containerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     assert lines[:2] == ["ARG BASE_IMAGE=python:3.11-slim", "FROM ${BASE_IMAGE}"]
-    processor = _load(folder).PROCESSOR
-    assert processor.instrument == inst
-    assert f'name="{processor.name}"' in text and f'version="{processor.version}"' in text
-    assert f'org.opencontainers.image.version="{processor.version}"' in text
+    assert {"ARG PROCESSOR", "ARG NAME", "ARG VERSION"} <= set(lines)
+    assert 'name="${NAME}" \\' in lines and 'org.opencontainers.image.version="${VERSION}" \\' in lines
     assert lines[-2:] == ['ENTRYPOINT ["python3", "/opt/emm/emmref/stage.py"]',
                           'CMD ["python3", "/opt/emm/processor.py"]']
+    assert "ENV PYTHONPATH=/opt/emm/vendor:/opt/emm \\" in lines  # emmref installed under /opt/emm
     user = next(ln.split()[1] for ln in lines if ln.startswith("USER "))
     assert user.split(":")[0] not in ("0", "root")
     repo = PROCESSORS.parent
     copies = [ln.split()[1:-1] for ln in lines if ln.startswith("COPY ")]
-    assert ["processors/emmref/"] in copies and [f"processors/{folder}/processor.py"] in copies
-    for sources in copies:
-        assert all((repo / s).exists() for s in sources), sources
+    assert ["processors/emmref/"] in copies and ["processors/${PROCESSOR}/processor.py"] in copies
+    for folder in ("exi", "emus", "emirs"):
+        for sources in copies:
+            assert all((repo / s.replace("${PROCESSOR}", folder)).exists() for s in sources), sources
     assert (repo / "processors" / "wheels").is_dir()
+    assert not list(PROCESSORS.glob("*/Containerfile")), "the per-instrument Containerfiles are gone"
+
+
+def test_build_images_plan_labels_each_image_from_its_processor() -> None:
+    """scripts/build-images builds every processor from the one Containerfile, named as the processor says."""
+    repo = PROCESSORS.parent
+    proc = subprocess.run([str(repo / "scripts" / "build-images"), "--plan"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["exi", "emus", "emirs"]
+    for folder, tag, name, version, description in rows:
+        processor = _load(folder).PROCESSOR
+        assert (tag, name, version) == (f"localhost/{processor.name}:{processor.version}", processor.name,
+                                        processor.version)
+        assert description.startswith("EMM ") and "reference processor: l0 -> l1" in description, description
+        assert f'PROCESSOR = Processor(name="{name}", version="{version}"' in \
+            (PROCESSORS / folder / "processor.py").read_text()  # what the Containerfile's grep checks
+
+
+def test_processors_find_emmref_without_editing_sys_path() -> None:
+    """No processor edits sys.path: the launcher (repository) or PYTHONPATH (image) provides emmref."""
+    for path in [*PROCESSORS.glob("*/processor.py"), PROCESSORS / "launch.py"]:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        touched = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "path"
+                   and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+        assert not touched, f"{path} uses sys.path"

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import requests
 
+from emm_dev.embedded import DEMO_USERS
 from emm_sdc.api.app import Backends, create_app
 from emm_sdc.core import catalog, naming
 from emm_sdc.core.catalog import Catalog, file_record
-from emm_sdc.embedded import DEMO_USERS
 from tests.helpers import dissemination_world, served
 
 #: (name, geometry (Ls, LST h, lat, lon, alt, sslat, sslon), released)

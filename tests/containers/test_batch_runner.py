@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import images
-from emm_sdc.moc import deliver
-from tests.helpers import edit_configs, keep_world_dirs, make_world, restore_config, run_dag
+from tests.helpers import edit_configs, keep_world_dirs, make_world, rendered_fields, restore_config, run_dag
 
 pytestmark = pytest.mark.containers
 IMAGE = "localhost/emm-emr-ref:1.0.0"
@@ -114,6 +114,20 @@ def test_jobs_follow_the_yaml_and_products_are_indexed(world: Any, batch: Any, p
     log = world["client"].get_object(Bucket=world["buckets"]["archive"],
                                      Key=runs[0]["log_uri"].split("/", 3)[3])["Body"].read().decode()
     assert "emm-emr-ref 1.0.0: emr l2" in log
+
+
+def test_run_tasks_render_what_they_submitted(world: Any, batch: Any, processed: dict[str, Any]) -> None:
+    """The UI's Rendered Templates of a run task: the lane's queue, the job definition and the overrides."""
+    fields, _ = rendered_fields("emm_emr_process", "unit.l1.run")
+    assert fields["job_queue"] == QUEUES["daily"]
+    [definition] = batch.describe_job_definitions(jobDefinitionName="emm-emr-production",
+                                                  status="ACTIVE")["jobDefinitions"]
+    assert fields["job_definition"] == definition["jobDefinitionArn"]
+    overrides = fields["container_overrides"]
+    assert overrides["command"] == ["python3", "/opt/emm/processor.py"]
+    env = {e["name"]: e["value"] for e in overrides["environment"]}
+    assert env["EMM_TARGET_LEVEL"] == "l1" and env["EMM_INPUT_MANIFEST"].startswith("s3://")
+    assert fields["job_name"].startswith("emm-emr-l1-orbit-0011-") and fields["tags"]["emm:lane"] == "daily"
 
 
 def test_reprocessing_goes_to_its_own_queue_and_a_failed_job_indexes_nothing(

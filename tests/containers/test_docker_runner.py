@@ -17,9 +17,17 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
-from emm_sdc.moc import deliver
-from tests.helpers import archive_state, edit_configs, keep_world_dirs, make_world, restore_config, run_dag
+from emm_dev import synthetic
+from emm_dev.moc import deliver
+from tests.helpers import (
+    archive_state,
+    edit_configs,
+    keep_world_dirs,
+    make_world,
+    rendered_fields,
+    restore_config,
+    run_dag,
+)
 
 pytestmark = pytest.mark.containers
 PROD = "localhost/emm-emr-ref:1.0.0"
@@ -74,6 +82,10 @@ def test_first_image_is_checked_and_promoted(world: Any, promoted: dict[str, Any
     report = json.loads(world["client"].get_object(
         Bucket=world["buckets"]["archive"], Key=check["report_uri"].split("/", 3)[3])["Body"].read())
     assert report["verdict"] == "passed" and report["levels"]["l1"]["validated"]
+    # The check's jobs point at it (processing_runs.staging_check_id): one candidate run per level, all passed.
+    linked = world["cat"].runs_of_staging_check(check["id"])
+    assert sorted(r["data_level"] for r in linked) == ["l1", "l2", "l2ql"]
+    assert {(r["environment"], r["image"], r["status"]) for r in linked} == {("staging", PROD, "success")}
     [promotion] = world["cat"].query("production_image", {"instrument_id": "emr"})
     assert promotion["image"] == PROD and promotion["staging_check_id"] == check["id"]
     assert world["cat"].get_file(promoted["files"][0].file_name) is not None  # ingest indexed L0
@@ -96,6 +108,16 @@ def test_whole_chain_runs_in_containers(world: Any, processed: str) -> None:
     log = world["client"].get_object(Bucket=world["buckets"]["archive"], Key=log_key)["Body"].read().decode()
     assert "emm-emr-ref 1.0.0: emr l1" in log and "wrote output_manifest.json" in log
     assert world["cat"].query("products_without_lineage_or_run") == []
+
+
+def test_run_tasks_render_the_containers_they_ran(world: Any, processed: str) -> None:
+    """The UI's Rendered Templates of a run task: the job's image, environment and mounts, not placeholders."""
+    fields, _ = rendered_fields("emm_emr_process", "unit.l2.run")
+    assert fields["image"] == PROD and fields["job"]["image"] == PROD
+    assert fields["environment"]["EMM_TARGET_LEVEL"] == "l2" and fields["environment"]["EMM_INSTRUMENT"] == "emr"
+    assert "/emm/work" in {m["Target"] for m in fields["mounts"]}
+    [run] = [r for r in _emr_l2_runs(world) if r["environment"] == "production"]
+    assert fields["job"]["processing_run_id"] == run["id"]
 
 
 def _emr_l2_runs(world: Any) -> list[dict[str, Any]]:
@@ -145,6 +167,7 @@ def test_timeout_kills_the_container(world: Any, processed: str, tmp_path: Path,
     spec.input_dir.mkdir(parents=True)
     world["client"].download_file(world["buckets"]["archive"], l0["s3_key"], str(spec.input_dir / l0["file_name"]))
     op = SdcDockerOperator(task_id="t", job=spec.to_dict(), memory_mb=512, timeout_s=4)
+    op.render_template_fields({})
     with pytest.raises(JobFailed, match="timed out after 4 s and was killed"):
         op.execute({})
     assert not docker.from_env().containers.list(all=True, filters={"label": "emm.job=timeout-test"})

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
-from emm_sdc.airflow_local import INBOX_BUCKET, AirflowLocal
-from emm_sdc.moc import deliver
+from emm_dev import synthetic
+from emm_dev.airflow_local import INBOX_BUCKET, AirflowLocal
+from emm_dev.moc import deliver
 from tests.helpers import smtp_capture, smtp_conn_json, write_configs
 
 ORBIT = 11
@@ -21,7 +21,7 @@ def operator_sdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     """Real Airflow with inbox events (tests/e2e/test_operator_sdc.py, test_trigger_form_e2e.py): the ITF YAMLs
     with a 3-second ``alerts.processed_within_minutes`` and mail to a loopback SMTP server; one EXI orbit
     delivered with a corrupted file, its products made, every run finished."""
-    from emm_sdc.cli import _deliver_kernels
+    from emm_dev.cli import _deliver_kernels
 
     tmp = tmp_path_factory.mktemp("operator-sdc")
 

@@ -1,4 +1,4 @@
-"""Smoke test of the real-Airflow harness (emm_sdc.airflow_local).
+"""Smoke test of the real-Airflow harness (emm_dev.airflow_local).
 
 Starts ``airflow api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``
 on the embedded S3 and PostgreSQL, triggers ``emm_catalog_migrate`` through the REST API, waits
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from emm_sdc.airflow_local import NEVER, AirflowLocal, group_members
+from emm_dev.airflow_local import NEVER, AirflowLocal, group_members
 from emm_sdc.core.config import load_instrument
 from emm_sdc.lanes import pool_name
 

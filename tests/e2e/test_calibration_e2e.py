@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core.checksums import format_sidecar, md5_file
-from emm_sdc.moc import deliver
 from tests.helpers import keep_world_dirs, make_world
 from tests.helpers import run_dag as run
 

@@ -168,7 +168,7 @@ def test_broken_site_config_fails_check_site_and_tells_the_copys_operators(site:
 
 def test_deliver_refuses_to_upload_on_a_broken_config(site: Path, tmp_path: Path, s3_server: Any,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from emm_sdc import cli
+    from emm_dev import cli
 
     client = s3_server.client()
     if "emm-sdc-inbox" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:

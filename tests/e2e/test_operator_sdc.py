@@ -1,6 +1,6 @@
 """The operators' SDC on a real scheduler: event-driven ingest, quarantines at a glance, deadline alerts, lineage.
 
-Real Airflow (api-server, scheduler, dag-processor, triggerer; ``emm_sdc.airflow_local``) on the
+Real Airflow (api-server, scheduler, dag-processor, triggerer; ``emm_dev.airflow_local``) on the
 embedded S3 + PostgreSQL, with the inbox's S3 event notifications going to SQS queues on the same local
 endpoint. Nothing is triggered by hand after the SPICE seed: the MOC stand-in uploads one orbit's EXI L0
 plus a corrupted file, and the test follows what Airflow does with them:
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from emm_sdc.airflow_local import AirflowLocal
+from emm_dev.airflow_local import AirflowLocal
 from tests.helpers import mail_text
 
 pytestmark = pytest.mark.e2e

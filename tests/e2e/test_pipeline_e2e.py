@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core.catalog import Catalog
-from emm_sdc.moc import deliver
 from tests.helpers import INSTRUMENTS, archive_state, keep_world_dirs, make_world
 from tests.helpers import run_dag as run
 

@@ -122,9 +122,9 @@ def test_damage_turns_the_run_red_reports_once_and_repairs(world: dict[str, Any]
 
 def test_the_demo_step_runs_the_dag_and_prints_its_findings(world: dict[str, Any], tmp_path: Path,
                                                             capfd: pytest.CaptureFixture[str]) -> None:
-    """What ./sdc demo runs last (python -m emm_sdc.pipeline.reconcile demo <log dir>): the damaged product of the
+    """What ./sdc demo runs last (python -m emm_dev.reconcile_demo <log dir>): the damaged product of the
     previous test is still there, so the run is red and prints exactly that finding with its action."""
-    from emm_sdc.pipeline.reconcile import demo
+    from emm_dev.reconcile_demo import demo
 
     assert demo(str(tmp_path)) == 0
     out = capfd.readouterr().out

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core.catalog import Catalog
-from emm_sdc.moc import deliver
 from tests.helpers import archive_state, edit_configs, keep_world_dirs, make_world, run_backfill
 from tests.helpers import run_dag as run
 
@@ -152,7 +152,7 @@ def test_impact_lists_descendants_and_stale_latest_products(world: Any, first: d
 
 def test_cli_campaigns_and_impact_print_for_operators(world: Any, second: dict[str, Any],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from emm_sdc.cli import main
+    from emm_dev.cli import main
 
     assert main(["campaigns", "--instrument", "exi"]) == 0
     out = capsys.readouterr().out
@@ -180,8 +180,8 @@ def test_a_scheduled_run_never_reprocesses(world: Any, second: dict[str, Any]) -
 
 def test_a_product_version_bump_suggests_its_backfill(world: Any, second: dict[str, Any],
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from emm_dev.cli import main
     from emm_sdc.campaigns import suggestions
-    from emm_sdc.cli import main
     from emm_sdc.core.config import load_instrument
     from tests.helpers import restore_config
 

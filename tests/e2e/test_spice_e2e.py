@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic, synthetic_spice
+from emm_dev import synthetic, synthetic_spice
+from emm_dev.moc import deliver
 from emm_sdc.core.catalog import Catalog
-from emm_sdc.moc import deliver
 from tests.helpers import keep_world_dirs, make_world, run_dag
 
 pytestmark = pytest.mark.e2e

@@ -1,10 +1,10 @@
 """``./sdc standalone`` keeps its data, and ``./sdc airflow`` reaches the running instance.
 
-* The services of a standalone (:class:`emm_sdc.cli.Services` with ``persist``), each start in its own
+* The services of a standalone (:class:`emm_dev.cli.Services` with ``persist``), each start in its own
   process as a restart is: a delivered file archived by the real ingest code (catalog row + archive
   object) and a versioned bucket's versions, metadata and delete marker survive a clean stop and start;
   a checkpoint survives a kill (reported as an unclean stop); ``fresh`` wipes everything.
-* The real command: ``emm_sdc.cli standalone`` prints "ready" only when the UI and API answer, listens
+* The real command: ``emm_dev.cli standalone`` prints "ready" only when the UI and API answer, listens
   on 127.0.0.1 only, writes an ``airflow.cfg`` that the plain ``airflow`` CLI uses, ``./sdc airflow``
   lists its DAGs; SIGTERM stops it cleanly; started again, it keeps the archive and the catalog and
   does not deliver the initial data again.
@@ -27,11 +27,13 @@ from typing import Any
 import psutil
 import pytest
 
-from emm_sdc.airflow_local import default_parallelism, free_ports
+from emm_dev.airflow_local import default_parallelism, free_ports
 from emm_sdc.core.settings import project_root
 
 pytestmark = pytest.mark.e2e
 ROOT = project_root()
+#: What ./sdc puts on the path: the package and the dev tooling (emm_dev).
+SDC_PATH = [str(ROOT / "plugins"), str(ROOT / "devtools")]
 
 #: One start of the standalone's services in a fresh interpreter (moto keeps S3 in process memory, so a restart
 #: within one process would prove nothing): argv = state dir, step. Prints STATE=<what S3 and the catalog hold>.
@@ -40,19 +42,19 @@ import hashlib, json, os, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from emm_sdc.cli import Services
+from emm_dev.cli import Services
 
 state, step = Path(sys.argv[1]), sys.argv[2]
 svc = Services(state, fresh=step == "fresh", persist=True)
 c = svc.client
 if step == "put":
-    from emm_sdc import synthetic
+    from emm_dev import synthetic
     from emm_sdc.core import delivery
     from emm_sdc.core.archiving import Archiver, RunContext
     from emm_sdc.core.catalog import Catalog
     from emm_sdc.core.config import load_instrument
     from emm_sdc.core.storage import Storage
-    from emm_sdc.moc import deliver
+    from emm_dev.moc import deliver
 
     cfg = load_instrument("exi")
     prefix = cfg.ingest.inbox_prefix
@@ -96,7 +98,7 @@ svc.close()
 
 
 def services_step(state: Path, step: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*SDC_PATH, str(ROOT)])}
     proc = subprocess.run([sys.executable, "-c", STEP, str(state), step], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("STATE=")), None)
@@ -131,12 +133,12 @@ def test_restart_keeps_catalog_and_archive_and_fresh_wipes(tmp_path: Path) -> No
 
 
 class Standalone:
-    """``python -m emm_sdc.cli standalone`` as a subprocess, its output read line by line."""
+    """``python -m emm_dev.cli standalone`` as a subprocess, its output read line by line."""
 
     def __init__(self, state: Path, port: int, *extra: str):
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(SDC_PATH), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emm_sdc.cli", "standalone", "--state-dir", str(state), "--port", str(port),
+            [sys.executable, "-m", "emm_dev.cli", "standalone", "--state-dir", str(state), "--port", str(port),
              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         self.lines: list[str] = []
         self._q: queue.Queue[str | None] = queue.Queue()
@@ -171,8 +173,8 @@ class Standalone:
 
 
 def sdc_airflow(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}
-    return subprocess.run([sys.executable, "-m", "emm_sdc.cli", "airflow", "--state-dir", str(state), *args],
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(SDC_PATH)}
+    return subprocess.run([sys.executable, "-m", "emm_dev.cli", "airflow", "--state-dir", str(state), *args],
                           env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -271,14 +273,14 @@ def services_dump(state: Path) -> dict[str, int]:
     code = r'''
 import json, sys
 from pathlib import Path
-from emm_sdc.cli import Services
+from emm_dev.cli import Services
 svc = Services(Path(sys.argv[1]), fresh=False, persist=True)
 n = sum(p.get("KeyCount", 0) for p in svc.client.get_paginator("list_objects_v2").paginate(Bucket="emm-sdc-archive"))
 files = svc.catalog_conn.execute("SELECT count(*) FROM science_files").fetchone()[0]
 print("DUMP=" + json.dumps({"archive": n, "files": files}))
 svc.close()
 '''
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(SDC_PATH)}
     proc = subprocess.run([sys.executable, "-c", code, str(state)], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DUMP=")), None)

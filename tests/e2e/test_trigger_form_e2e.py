@@ -1,4 +1,4 @@
-"""The Trigger forms in the real Airflow 3 UI (headless Chromium against emm_sdc.airflow_local).
+"""The Trigger forms in the real Airflow 3 UI (headless Chromium against emm_dev.airflow_local).
 
 ``emm_exi_process`` triggers with its defaults, its lists are text boxes (one value per line), ``levels``
 is a multi-select, and clearing a list keeps Trigger enabled (the list becomes null); the run it starts
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from emm_sdc.airflow_local import ADMIN, AirflowLocal
+from emm_dev.airflow_local import ADMIN, AirflowLocal
 
 pytestmark = pytest.mark.e2e
 

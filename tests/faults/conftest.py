@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import delivery
 from emm_sdc.core.archiving import Archiver, Outcome, RunContext
 from emm_sdc.core.catalog import Catalog

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import checksums
 from tests.faults.harness import TOTALS
 from tests.helpers import keep_world_dirs, make_world, run_dag

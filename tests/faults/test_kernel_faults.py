@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic_spice
+from emm_dev import synthetic_spice
 from tests.faults.conftest import SPICE_PREFIX, ingest
 from tests.faults.harness import Actor, World, kill_this_process, md5
 
@@ -159,7 +159,7 @@ def test_kernel_with_a_huge_sidecar_is_quarantined(world: World, actors: Any, ls
 
 def test_hope_kernel_before_its_lsk_waits(world: World, actors: Any, kernel_dir: Path, tmp_path: Path) -> None:
     """A Hope SPK cannot be checked before an LSK is archived: it waits in the inbox (never quarantined)."""
-    from emm_sdc import synthetic
+    from emm_dev import synthetic
 
     [spk] = synthetic_spice.kernel_delivery(tmp_path / "k", start=synthetic.orbit_start(10),
                                             end=synthetic.orbit_start(11), generic=False)

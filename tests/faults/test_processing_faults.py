@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core.archiving import Archiver, RunContext
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import load_instrument
@@ -72,7 +72,7 @@ def make_job(actors: Any, cfg: Any, inputs: list[str], *, run_id: str = "r1", re
     unit = {"unit": "orbit-0011", "inputs": inputs, "kernel_class": "n", "reprocess": reprocess, "force": force,
             "reason": "fault test"}
     spec = prepare_job(cat, storage, cfg, step, unit, dag_id="emm_emr_process", run_id=run_id,
-                       task_id=f"unit.{step.level}.prepare", map_index=0)
+                       task_id=f"unit.{step.level}.prepare", map_index=0, try_number=1)
     if run:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
         run_local(spec, cfg.processing.runner.command, cwd=project_root(), memory_mb=2048, timeout_s=120)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import delivery
 from emm_sdc.core.archiving import Archiver, RunContext
 from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import load_instrument
 from emm_sdc.core.storage import Storage
-from emm_sdc.moc import deliver
 
 PREFIX = "inbox/exi/"
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import calibration, checksums, delivery
 from emm_sdc.core.archiving import Archiver, InboxHandler, Outcome, RunContext
 from emm_sdc.core.calibration import (
@@ -27,7 +28,6 @@ from emm_sdc.core.calibration import (
 from emm_sdc.core.catalog import Catalog, _rows, transaction
 from emm_sdc.core.config import load_instrument
 from emm_sdc.core.storage import ObjectInfo, Storage
-from emm_sdc.moc import deliver
 from emm_sdc.pipeline.ingest import FOLDERS
 from tests.faults.harness import Actor, DbFaults, S3Faults, md5
 from tests.helpers import keep_world_dirs, make_world, run_dag

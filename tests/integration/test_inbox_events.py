@@ -45,7 +45,7 @@ def test_s3_checkpoints_do_not_wait_for_sqs_long_polls(tmp_path: Any) -> None:
     """The standalone's S3 snapshot holds S3 requests while it is written, never the triggerer's 20 s long polls."""
     import threading
 
-    from emm_sdc.embedded import EmbeddedS3
+    from emm_dev.embedded import EmbeddedS3
 
     server = EmbeddedS3(snapshot=tmp_path / "s3.pickle").start()
     try:

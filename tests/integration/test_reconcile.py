@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
+from emm_dev.moc import deliver
 from emm_sdc.core import catalog, delivery, naming
 from emm_sdc.core import reconcile as rc
 from emm_sdc.core.archiving import Archiver, RunContext
@@ -26,7 +27,6 @@ from emm_sdc.core.catalog import Catalog
 from emm_sdc.core.config import load_instrument
 from emm_sdc.core.site_config import ReconciliationConfig
 from emm_sdc.core.storage import Storage
-from emm_sdc.moc import deliver
 
 CFG = ReconciliationConfig(settle_minutes=0, stale_inbox_margin_minutes=60, deep_verify_mb_per_s=0)
 L1 = "emm_exi_l1_{stamp}_0011_xos1_f437_r_v01-{rev:02d}.fits"

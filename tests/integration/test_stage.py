@@ -9,12 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core.jobs import JobInput, JobSpec
 from emm_sdc.core.storage import Storage
 from emm_sdc.runners.batch import batch_environment, fetch_outputs, stage_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+#: stage.py running the EMIRS processor through the launcher (in an image: python3 /opt/emm/processor.py)
+COMMAND = [sys.executable, str(ROOT / "processors/emmref/stage.py"), sys.executable, str(ROOT / "processors/launch.py"),
+           str(ROOT / "processors/emirs/processor.py")]
 
 
 def test_stage_in_run_stage_out(buckets: dict[str, str], s3_client: Any, s3_server: Any, tmp_path: Path) -> None:
@@ -28,9 +33,7 @@ def test_stage_in_run_stage_out(buckets: dict[str, str], s3_client: Any, s3_serv
     spec.s3_prefix = stage_inputs(storage, spec, buckets["archive"])
     env = {**os.environ, **batch_environment(spec, s3_server.endpoint),
            "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "processors/emmref/stage.py"), sys.executable,
-                           str(ROOT / "processors/emirs/processor.py")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(COMMAND, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     fetch_outputs(storage, spec)
     manifest = json.loads((spec.output_dir / "output_manifest.json").read_text())
@@ -40,9 +43,7 @@ def test_stage_in_run_stage_out(buckets: dict[str, str], s3_client: Any, s3_serv
     assert "wrote output_manifest.json" in spec.log_path.read_text()
 
     env["EMM_REF_FAIL"] = "crash"
-    proc = subprocess.run([sys.executable, str(ROOT / "processors/emmref/stage.py"), sys.executable,
-                           str(ROOT / "processors/emirs/processor.py")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(COMMAND, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     fetch_outputs(storage, spec)
     assert "EMM_REF_FAIL=crash" in spec.log_path.read_text()  # the log of a failed job is kept

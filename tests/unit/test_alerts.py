@@ -9,7 +9,7 @@ import pytest
 from emm_sdc.alerts import deadline_message, processing_deadline, silence
 from emm_sdc.core.config import load_instrument
 from emm_sdc.core.settings import get_settings
-from emm_sdc.pipeline.ingest import quarantine_note
+from emm_sdc.pipeline.ingest import quarantine_note, sequence_note
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -57,6 +57,14 @@ def test_quarantine_note_lists_files_with_reasons_and_caps_the_list() -> None:
     assert "- `f0.bin`: checksum-mismatch: md5 differs" in note
     assert "and 2 more" in note and "`f9.bin`" not in note
     assert quarantine_note({"archived": 3, "quarantine": []}) is None
+
+
+def test_sequence_note_lists_files_archived_with_packet_sequence_warnings() -> None:
+    w = [{"file": f"inbox/exi/f{i}.bin", "outcome": "archived", "summary": "APID 0x114: 1 gap(s)"} for i in range(9)]
+    note = sequence_note({"packet_sequence": w})
+    assert note is not None and note.startswith("**9 file(s) archived with packet-sequence warnings**")
+    assert "- `f0.bin`: APID 0x114: 1 gap(s)" in note and "and 1 more" in note and "`f8.bin`" not in note
+    assert sequence_note({"packet_sequence": []}) is None and sequence_note({}) is None
 
 
 def test_ingest_waits_on_s3_events_when_queues_are_configured(monkeypatch: pytest.MonkeyPatch) -> None:

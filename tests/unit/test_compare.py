@@ -16,7 +16,7 @@ from astropy.io import fits
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import naming
 from emm_sdc.core.compare import (
     DEFAULT_IGNORE_KEYWORDS,
@@ -363,8 +363,8 @@ def _run_emirs(base: Path, environment: str, run_id: str, level: str, inputs: li
                EMM_TARGET_LEVEL=level, EMM_PRODUCT_VERSION="2", EMM_PRODUCT_REVISION="0", EMM_KERNEL_CLASS=kernel,
                EMM_SPICE_METAKERNEL="", EMM_CALIBRATION_DIR="", EMM_ENVIRONMENT=environment,
                EMM_PROCESSING_RUN_ID=run_id)
-    proc = subprocess.run([sys.executable, str(REPO / "processors" / "emirs" / "processor.py")], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    command = [sys.executable, str(REPO / "processors/launch.py"), str(REPO / "processors/emirs/processor.py")]
+    proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return out
 

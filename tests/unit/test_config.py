@@ -121,3 +121,23 @@ def test_release_section_is_optional_and_releases_nothing(tmp_path: Path) -> Non
     cfg = config.load_config(tmp_path / "exi.yaml")
     assert cfg.release_levels() == []
     assert config.load_instrument("exi").release_levels() == ["l1", "l2a", "l1ql"]
+
+
+def test_packet_sequence_rule_defaults_to_warn_and_takes_the_three_rules(tmp_path: Path) -> None:
+    data = yaml.safe_load((SHIPPED / "exi.yaml").read_text())
+    path = tmp_path / "exi.yaml"
+    for rule in ("quarantine", "warn", "ignore"):
+        data["ingest"]["packet_sequence"] = rule
+        path.write_text(yaml.safe_dump(data))
+        assert config.load_config(path).ingest.packet_sequence == rule
+    del data["ingest"]["packet_sequence"]
+    path.write_text(yaml.safe_dump(data))
+    assert config.load_config(path).ingest.packet_sequence == "warn"
+    for wrong in ("Quarantine", True, ["warn"]):
+        data["ingest"]["packet_sequence"] = wrong
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(config.ConfigError) as err:
+            config.load_config(path)
+        [(fld, msg)] = err.value.problems
+        assert fld == "ingest.packet_sequence" and msg.startswith("must be quarantine, warn or ignore")
+        assert msg.endswith(f"(got {wrong!r})")

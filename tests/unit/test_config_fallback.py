@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emm_sdc import cli
+from emm_dev import cli
 from emm_sdc.core import config, config_store
 from emm_sdc.core.settings import get_settings
 

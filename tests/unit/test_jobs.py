@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.io import fits
 
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
 
@@ -27,12 +30,19 @@ def write(s: JobSpec, files: dict[str, bytes], products: list[dict]) -> None:
         {"contract_version": 1, "processor": {"name": "p", "version": "1"}, "products": products}))
 
 
+def fits_bytes(*, checksum: bool = True) -> bytes:
+    """A small valid FITS file (with CHECKSUM/DATASUM unless ``checksum`` is false)."""
+    buf = io.BytesIO()
+    fits.PrimaryHDU(np.arange(16, dtype=np.int16).reshape(4, 4)).writeto(buf, checksum=checksum)
+    return buf.getvalue()
+
+
 def test_valid_outputs(tmp_path: Path) -> None:
     s = spec(tmp_path)
-    write(s, {L1: b"x" * 10, "job.log": b"log"}, [{"file_name": L1, "inputs": [L0]}])
+    write(s, {L1: fits_bytes(), "job.log": b"log"}, [{"file_name": L1, "inputs": [L0]}])
     products, processor = collect_outputs(s)
     assert [p.name.file_name for p in products] == [L1]
-    assert products[0].inputs == (L0,) and products[0].size == 10
+    assert products[0].inputs == (L0,) and products[0].size == 5760
     assert processor == {"name": "p", "version": "1"}
 
 
@@ -53,6 +63,19 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
                    "bad_name.fits: file_name=", "missing.fits: listed in output_manifest.json but not written",
                    "'inputs' must list the input file names"):
         assert phrase in text, phrase
+
+
+def test_content_problems_are_listed_with_the_other_problems(tmp_path: Path) -> None:
+    """A product that is not FITS is reported (file and rule) together with a naming problem of another."""
+    s = spec(tmp_path)
+    wrong_rev = "emm_emr_l1_20210617t082144_0011_n_v01-03.fits"
+    write(s, {L1: b"x" * 10, wrong_rev: fits_bytes(checksum=False)},
+          [{"file_name": L1, "inputs": [L0]}, {"file_name": wrong_rev, "inputs": [L0]}])
+    with pytest.raises(OutputError) as err:
+        collect_outputs(s)
+    text = "\n".join(err.value.problems)
+    assert f"{L1}: fits-structure: astropy cannot read it as FITS" in text
+    assert f"{wrong_rev}: revision is 3" in text and f"{wrong_rev}: fits-checksum: HDU 0 (PRIMARY) has no" in text
 
 
 def test_missing_or_broken_manifest(tmp_path: Path) -> None:

@@ -9,10 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import spiceypy
+from spiceypy.utils.exceptions import SpiceyError
 
-from emm_sdc import synthetic_spice as ss
+from emm_dev import synthetic_spice as ss
 from emm_sdc.core import kernels
-from emm_sdc.core.spice import Interval, KernelLoadError, inspect_kernel, kernel_pool
+from emm_sdc.core.spice import (
+    Interval,
+    KernelLoadError,
+    et_to_datetime,
+    inspect_kernel,
+    kernel_pool,
+    utc_to_et,
+)
 
 START = datetime(2021, 6, 1, 3, 4, 5, tzinfo=UTC)
 END = datetime(2021, 6, 4, 6, 7, 8, tzinfo=UTC)
@@ -47,15 +55,55 @@ def test_kernel_types(kdir: Path, name: str, arch: str, kind: str) -> None:
 
 def test_spk_coverage_to_the_second(kdir: Path) -> None:
     info = inspect_kernel(kdir / "hope.bsp", support=[kdir / "naif.tls"])
-    assert list(info.coverage) == [kernels.HOPE_ID]
+    assert list(info.coverage) == [kernels.HOPE_ID] and info.time_scale == "UTC"
     (span,) = info.coverage[kernels.HOPE_ID]
     assert close(span.start, START) and close(span.end, END)
     assert span.start.tzinfo is not None and START + timedelta(hours=1) in span
 
 
-def test_spk_coverage_without_lsk_uses_builtin_table(kdir: Path) -> None:
-    (span,) = inspect_kernel(kdir / "hope.bsp").coverage[kernels.HOPE_ID]
-    assert close(span.start, START) and close(span.end, END)
+def test_spk_coverage_without_lsk_is_on_the_tdb_calendar(kdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No built-in leap seconds: without an LSK, coverage is TDB (69.184 s +- 2 ms after UTC in 2021), said so."""
+    info = inspect_kernel(kdir / "hope.bsp")
+    (span,) = info.coverage[kernels.HOPE_ID]
+    assert info.time_scale == "TDB"
+    assert abs((span.start - START).total_seconds() - 69.184) < 2e-3
+    assert abs((span.end - END).total_seconds() - 69.184) < 2e-3
+    assert "no LSK loaded" in caplog.text and "hope.bsp" in caplog.text
+    assert inspect_kernel(kdir / "mars.tpc").time_scale == "TDB"  # nothing to convert: no warning
+    assert caplog.text.count("no LSK loaded") == 1
+
+
+def test_utc_to_et_is_str2et_with_the_pools_lsk(kdir: Path, tmp_path: Path) -> None:
+    """deltet_v on UTC seconds gives str2et's TDB to 1 microsecond, 1972-2030 (across every leap second);
+    et_to_datetime inverts it; another LSK in the pool (one more leap second) is followed, none is an error."""
+    times = [datetime(1972, 1, 1, tzinfo=UTC) + timedelta(days=37.3 * i, microseconds=7 * i) for i in range(570)]
+    times += [datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), datetime(2017, 1, 1, tzinfo=UTC)]
+    with kernel_pool([kdir / "naif.tls"]):
+        ref = np.array([spiceypy.str2et(t.strftime("%Y-%m-%dT%H:%M:%S.%f")) for t in times])
+        ours = utc_to_et(times)
+        back = [et_to_datetime(e) for e in ours]
+        leap = et_to_datetime(spiceypy.str2et("2016-12-31T23:59:60.5"))
+        naive = utc_to_et([t.replace(tzinfo=None) for t in times[:5]])
+    assert np.abs(ours - ref).max() < 1e-6
+    assert ours[-1] - ours[-2] == pytest.approx(1.000001, abs=1e-6)  # the leap second of 2016-12-31
+    assert max(abs((b - t).total_seconds()) for b, t in zip(back, times, strict=True)) < 2e-6
+    assert leap == datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert np.array_equal(naive, ours[:5])
+    extra = tmp_path / "extra.tls"
+    text = (kdir / "naif.tls").read_text()
+    extra.write_text(text.replace("37, @2017-JAN-1 )", "37, @2017-JAN-1\n 38, @2025-JUL-1 )"))
+    t = [datetime(2025, 6, 30, tzinfo=UTC), datetime(2025, 7, 2, tzinfo=UTC)]
+    with kernel_pool([kdir / "naif.tls"]):
+        standard = utc_to_et(t)
+    with kernel_pool([extra]):
+        shifted = utc_to_et(t)
+        ref = np.array([spiceypy.str2et(x.strftime("%Y-%m-%dT%H:%M:%S")) for x in t])
+        after = et_to_datetime(float(shifted[1]))
+    assert np.abs(shifted - ref).max() < 1e-6
+    assert list(np.round(shifted - standard, 6)) == [0.0, 1.0]
+    assert after == t[1]
+    with kernel_pool([kdir / "mars.tpc"]), pytest.raises(SpiceyError, match="DELTET"):
+        utc_to_et(t)
 
 
 def test_planets_coverage(kdir: Path) -> None:

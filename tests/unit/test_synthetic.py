@@ -1,4 +1,4 @@
-"""Tests for emm_sdc.synthetic: valid deliveries and one anomaly per ingest rule."""
+"""Tests for emm_dev.synthetic: valid deliveries and one anomaly per ingest rule."""
 
 from __future__ import annotations
 
@@ -9,16 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emm_sdc import synthetic
+from emm_dev import synthetic
 from emm_sdc.core import checksums, naming, packets
 
 
-def _framing(path: Path, instrument: str, level: str) -> tuple[int, list[str]]:
+def _framer(path: Path, instrument: str, level: str) -> packets.PacketFramer:
     framer = packets.PacketFramer(packets.allowed_apids(instrument, level))
     data = path.read_bytes()
     for i in range(0, len(data), 65536):  # arbitrary chunking, as the ingest streams it
         framer.feed(data[i : i + 65536])
-    return framer.packets, framer.finish()
+    framer.finish()
+    return framer
+
+
+def _framing(path: Path, instrument: str, level: str) -> tuple[int, list[str]]:
+    framer = _framer(path, instrument, level)
+    return framer.packets, framer.problems
 
 
 def _packet_times(data: bytes) -> list[float]:
@@ -70,6 +76,16 @@ def test_names_parse_and_follow_the_raw_conventions(delivered: list[synthetic.De
         assert name.orbit == 11
         assert synthetic.orbit_start(11) <= name.start < synthetic.orbit_start(12)
         assert d.path.name == d.file_name and d.path.is_file()
+
+
+def test_sequence_counts_are_continuous_per_apid_in_every_file(delivered: list[synthetic.Delivered]) -> None:
+    for d in delivered:
+        framer = _framer(d.path, d.instrument, d.level)
+        report = framer.sequence.report()
+        assert framer.problems == [] and not report.anomalies, (d.file_name, report.describe())
+        assert all(a["first_count"] == 0 and a["last_count"] == a["packets"] - 1 for a in report.apids)
+        if d.instrument == "exi" and d.level == "l0":
+            assert len(report.apids) == 3  # three filters interleaved image by image, each counting its own
 
 
 def test_sidecars_match_content(delivered: list[synthetic.Delivered]) -> None:
@@ -181,9 +197,11 @@ def _rules_failed(d: synthetic.Delivered) -> set[str]:
         failed.add("checksum")
     if d.path.stat().st_size == 0:
         failed.add("size")
-    _, problems = _framing(d.path, d.instrument, d.level)
-    if problems:
+    framer = _framer(d.path, d.instrument, d.level)
+    if framer.problems:
         failed.add("framing")
+    elif framer.sequence.report().anomalies:
+        failed.add("sequence")
     return failed
 
 
@@ -212,6 +230,25 @@ def test_each_anomaly_breaks_only_its_rule(
     # distinct names, so one batch can carry them all
     names = [d.file_name for d in made.values()]
     assert len({*names, src.file_name}) == len(names) + 1
+
+
+@pytest.mark.parametrize("inst", ["exi", "emu", "emr"])
+@pytest.mark.parametrize("level", ["l0", "hk"])
+def test_sequence_breaks_fail_only_the_sequence_check(
+    tmp_path: Path, delivered: list[synthetic.Delivered], inst: str, level: str
+) -> None:
+    src = _first(delivered, inst, level)
+    expected = {"gap": {"gaps": 1, "missing": 2, "repeats": 0, "out_of_order": 0},
+                "repeat": {"gaps": 0, "missing": 0, "repeats": 1, "out_of_order": 0},
+                "out-of-order": {"gaps": 0, "missing": 0, "repeats": 0, "out_of_order": 1}}
+    for kind in synthetic.SEQUENCE_BREAKS:
+        bad = synthetic.sequence_break(tmp_path / kind, src, kind=kind)
+        assert bad.kind == f"sequence-{kind}" and _rules_failed(bad) == {"sequence"}
+        assert bad.file_name != src.file_name and bad.md5 == checksums.md5_file(bad.path)
+        found = _framer(bad.path, inst, level).sequence.report().to_dict()
+        assert {k: found[k] for k in expected[kind]} == expected[kind], kind
+    with pytest.raises(ValueError, match="kind must be one of"):
+        synthetic.sequence_break(tmp_path, src, kind="shuffle")
 
 
 def test_anomaly_details(tmp_path: Path, delivered: list[synthetic.Delivered]) -> None:

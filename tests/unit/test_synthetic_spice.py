@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import spiceypy
 
-from emm_sdc import synthetic
-from emm_sdc import synthetic_spice as ss
+from emm_dev import synthetic
+from emm_dev import synthetic_spice as ss
 from emm_sdc.core import checksums, kernels
 from emm_sdc.core.spice import inspect_kernel, kernel_pool
+from emm_sdc.core.spice import utc_to_et as spice_utc_to_et
 
 START = datetime(2021, 6, 1, 3, 4, 5, tzinfo=UTC)
 END = datetime(2021, 6, 9, 22, 7, 8, tzinfo=UTC)
@@ -79,6 +80,29 @@ def test_time_conversions_match_spice(delivery: list[synthetic.Delivered]) -> No
     assert text.startswith("1/")
     with pytest.raises(ValueError, match="timezone"):
         ss.utc_to_et([datetime(2021, 1, 1)])
+
+
+def test_time_conversions_leave_the_pool_as_found(delivery: list[synthetic.Delivered], tmp_path: Path) -> None:
+    """SPICE converts the writers' times with this module's LSK; the pool's own DELTET values (another LSK's,
+    or none) are back afterwards, the rest of the pool untouched."""
+    t = [datetime(2025, 7, 2, tzinfo=UTC)]
+    expected = ss.utc_to_et(t)
+    assert spiceypy.ktotal("ALL") == 0 and not spiceypy.expool("DELTET/DELTA_AT")
+    lsk = by_type(delivery)["lsk"].path
+    other = tmp_path / "other.tls"
+    other.write_text(lsk.read_text().replace("37, @2017-JAN-1 )", "37, @2017-JAN-1\n 38, @2025-JUL-1 )"))
+    with kernel_pool([other, by_type(delivery)["pck"].path]):
+        before = {n: list(spiceypy.gdpool(n, 0, 100)) for n in ("DELTET/DELTA_AT", "DELTET/M", "BODY499_RADII")}
+        assert ss.utc_to_et(t) == pytest.approx(expected, abs=1e-9)
+        assert ss.et_to_utc(float(expected[0])) == t[0]
+        assert {n: list(spiceypy.gdpool(n, 0, 100)) for n in before} == before
+        assert len(before["DELTET/DELTA_AT"]) == 2 * 29 and spiceypy.ktotal("ALL") == 2
+        assert spice_utc_to_et(t)[0] == pytest.approx(expected[0] + 1.0, abs=1e-6)  # the pool's LSK again
+    with kernel_pool([by_type(delivery)["pck"].path]):
+        ss.utc_to_et(t)
+        assert not spiceypy.expool("DELTET/DELTA_AT") and not spiceypy.expool("DELTET/K")
+        assert spiceypy.expool("BODY499_RADII")
+    assert not spiceypy.expool("DELTET/DELTA_AT")
 
 
 def test_hope_orbit_model() -> None:

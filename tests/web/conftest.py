@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
+from emm_dev.embedded import DEMO_USERS
 from emm_sdc.api.app import Backends
 from emm_sdc.api.app import create_app as create_api
 from emm_sdc.core import catalog, naming
 from emm_sdc.core.catalog import Catalog, file_record
-from emm_sdc.embedded import DEMO_USERS
 from emm_sdc.web.app import create_app as create_page
 from tests.api.conftest import PRODUCTS
 from tests.helpers import dissemination_world, served

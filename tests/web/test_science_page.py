@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
+from emm_dev.embedded import DEMO_USERS
 from emm_sdc.api.config import api_settings
-from emm_sdc.embedded import DEMO_USERS
 from tests.api.conftest import login as cognito_login
 from tests.web.conftest import EMR_L2, EMR_QL, EMU_L0, EMU_L1, EXI_QL, Product, Site, copy_docs_screenshot
 

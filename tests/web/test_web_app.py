@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from emm_dev.embedded import DEMO_USERS, cognito_env, free_port
 from emm_sdc.api.config import ApiSettings, api_settings
-from emm_sdc.embedded import DEMO_USERS, cognito_env, free_port
 from emm_sdc.web.app import create_app
 
 

@@ -79,13 +79,15 @@ LEFT JOIN quarantine q ON q.id = d.quarantine_id
 WHERE d.delivery_id = %(delivery_id)s;
 
 -- name: start_run
+-- try_number: the Airflow task instance's own try; staging_check_id: set for a staging check's jobs only.
 INSERT INTO processing_runs (
     dag_id, dag_run_id, task_id, map_index, try_number, instrument_id, data_level, work_unit, runner,
-    processor_name, processor_version, image, environment, meta_kernel, reason, started_at, status
+    processor_name, processor_version, image, environment, meta_kernel, reason, started_at, status,
+    staging_check_id
 ) VALUES (
     %(dag_id)s, %(dag_run_id)s, %(task_id)s, %(map_index)s, %(try_number)s, %(instrument_id)s,
     %(data_level)s, %(work_unit)s, %(runner)s, %(processor_name)s, %(processor_version)s, %(image)s,
-    %(environment)s, %(meta_kernel)s, %(reason)s, %(started_at)s, 'running'
+    %(environment)s, %(meta_kernel)s, %(reason)s, %(started_at)s, 'running', %(staging_check_id)s
 )
 RETURNING id;
 
@@ -248,8 +250,8 @@ SELECT * FROM staging_checks WHERE instrument_id = %(instrument_id)s ORDER BY id
 UPDATE processing_runs SET processor_name = %(processor_name)s, processor_version = %(processor_version)s
 WHERE id = %(run_id)s;
 
--- name: runs_of_check
-SELECT * FROM processing_runs WHERE reason LIKE %(reason)s ORDER BY id;
+-- name: runs_of_staging_check
+SELECT * FROM processing_runs WHERE staging_check_id = %(check_id)s ORDER BY id;
 
 -- name: latest_science_l0
 -- The L0 files of the instrument's most recent archived orbit (staging-check reference inputs).
@@ -402,3 +404,38 @@ SELECT * FROM science_files WHERE processing_run_id = %(run_id)s ORDER BY file_n
 UPDATE processing_runs
 SET status = 'failed', ended_at = %(ended_at)s, message = %(message)s
 WHERE id = %(run_id)s AND status = 'running';
+
+-- name: insert_packet_sequence_check
+-- One delivery's CCSDS sequence-count check (migration 0013); a retry of the same delivery keeps the first row.
+INSERT INTO packet_sequence_checks (delivery_id, instrument_id, file_name, rule, verdict, packets, gaps, missing,
+                                    repeats, out_of_order, summary, dag_id, dag_run_id)
+VALUES (%(delivery_id)s, %(instrument_id)s, %(file_name)s, %(rule)s, %(verdict)s, %(packets)s, %(gaps)s,
+        %(missing)s, %(repeats)s, %(out_of_order)s, %(summary)s, %(dag_id)s, %(dag_run_id)s)
+ON CONFLICT (delivery_id) DO NOTHING
+RETURNING delivery_id;
+
+-- name: insert_packet_sequence_apid
+INSERT INTO packet_sequence_apids (delivery_id, apid, packets, first_count, last_count, gaps, missing, repeats,
+                                   out_of_order)
+VALUES (%(delivery_id)s, %(apid)s, %(packets)s, %(first_count)s, %(last_count)s, %(gaps)s, %(missing)s,
+        %(repeats)s, %(out_of_order)s)
+ON CONFLICT (delivery_id, apid) DO NOTHING;
+
+-- name: run_packet_sequence_anomalies
+-- Deliveries handled by one ingest run whose sequence counts have gaps, repeats or out-of-order packets.
+SELECT d.inbox_key, d.outcome, c.file_name, c.rule, c.verdict, c.packets, c.gaps, c.missing, c.repeats,
+       c.out_of_order, c.summary
+FROM deliveries d
+JOIN packet_sequence_checks c ON c.delivery_id = d.delivery_id
+WHERE d.dag_id = %(dag_id)s AND d.dag_run_id = %(dag_run_id)s AND c.verdict <> 'continuous'
+ORDER BY d.id;
+
+-- name: packet_sequence_of_file
+-- The sequence-count check of the delivery that archived a file, with its APIDs (null before migration 0013's
+-- checks, and for files that are not CCSDS packets).
+SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) - 'delivery_id' ORDER BY a.apid), '[]'::jsonb)
+             FROM packet_sequence_apids a WHERE a.delivery_id = c.delivery_id) AS apids
+FROM science_files f
+JOIN deliveries d ON d.file_id = f.id AND d.outcome = 'archived'
+JOIN packet_sequence_checks c ON c.delivery_id = d.delivery_id
+WHERE f.file_name = %(file_name)s;

@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ from emm_sdc.api.auth import Principal, Unauthorized, principal_from_header
 from emm_sdc.api.config import ApiSettings, api_settings
 from emm_sdc.api.query import BadQuery, has_filters, parse_items
 from emm_sdc.core import catalog, naming
+from emm_sdc.core.catalog_ops.api import ApiQueriesMixin
 from emm_sdc.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class ApiError(Exception):
 
 
 @dataclass
-class Backends:
+class Backends(ApiQueriesMixin):
     """The catalog (a connection pool) and S3 client the API uses, made on first use."""
 
     conninfo: Callable[[], str]
@@ -82,10 +83,10 @@ class Backends:
                 self._s3 = self.s3_client()
             return self._s3
 
-    def query(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def query(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """A named query, sent unprepared so PostgreSQL plans it with the actual values."""
         with self.pool().connection() as conn:
-            return list(conn.execute(catalog.queries()[name], params, prepare=False).fetchall())
+            return list(conn.execute(catalog.queries()[name], dict(params or {}), prepare=False).fetchall())
 
     def close(self) -> None:
         if self._pool is not None:
@@ -171,7 +172,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
 
     def matches(p: dict[str, Any], who: Principal) -> list[dict[str, Any]]:
         limit = settings().max_records
-        rows = be.query("api_science_files", {**p, **visibility(who), "limit": limit + 1})
+        rows = be.api_science_files(p, visibility(who), limit + 1)
         if len(rows) > limit:
             raise ApiError(504, TOO_MANY.format(n=limit + 1, limit=limit))
         return rows
@@ -231,10 +232,10 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
             raise ApiError(404, f"no file named {p['file_names'][0]} is available to you")
         row, vis = rows[0], visibility(who)
         record = json.loads(row["record"])
-        versions = be.query("api_versions_of", {"file_name": row["file_name"], **vis})
-        lineage = be.query("api_lineage_of", {"id": record["id"], **vis})
-        runs = be.query("api_run_of", {"id": record["id"]})
-        quicklooks = be.query("api_quicklooks_of", {"file_names": [row["file_name"]], **vis})
+        versions = be.api_versions_of(row["file_name"], vis)
+        lineage = be.api_lineage_of(record["id"], vis)
+        runs = be.api_run_of(record["id"])
+        quicklooks = be.api_quicklooks_of([row["file_name"]], vis)
         return JSONResponse({
             "record": record,
             "versions": [{**v, "latest": i == 0} for i, v in enumerate(versions)],
@@ -253,7 +254,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         wanted = [n for n in items.get("file_names", "").split(",") if n]
         if not wanted or len(wanted) > MAX_QUICKLOOK_NAMES or not all(naming.SAFE_NAME.match(n) for n in wanted):
             raise ApiError(400, f"file_names: 1 to {MAX_QUICKLOOK_NAMES} comma-separated EMM file names")
-        rows = be.query("api_quicklooks_of", {"file_names": wanted, **visibility(who)})
+        rows = be.api_quicklooks_of(wanted, visibility(who))
         return JSONResponse({r["file_name"]: presign(r["bucket"], r["s3_key"]) for r in rows})
 
     @app.get("/upload")
@@ -276,7 +277,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
                                 f"has ({naming.INSTRUMENT_NAMES[parsed.instrument]} levels: "
                                 f"{', '.join(naming.LEVELS[parsed.instrument])})")
         canonical = parsed.canonical_name + (naming.SIDECAR_SUFFIX if name.endswith(naming.SIDECAR_SUFFIX) else "")
-        if be.query("file_by_identity", {"file_name": parsed.canonical_name}):
+        if be.api_file_indexed(parsed.canonical_name):
             raise ApiError(409, f"{parsed.canonical_name} is already archived; a new product needs a new "
                                 "version or revision")
         cfg = running_config(parsed.instrument)
@@ -301,8 +302,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         run_id = items.get("run_id") or None
         if run_id is not None and not run_id.isdigit():
             raise ApiError(400, "run_id: expected a processing run id (integer)")
-        rows = be.query("api_processing_runs", {"instrument_ids": wanted, "run_id": int(run_id) if run_id else None,
-                                                "limit": settings().max_records})
+        rows = be.api_processing_runs(wanted, int(run_id) if run_id else None, settings().max_records)
         out = []
         for r in rows:
             log_uri = r.pop("log_uri")

@@ -28,7 +28,7 @@ from emm_sdc.core.checksums import SidecarError, parse_sidecar
 from emm_sdc.core.config import ItfConfig
 from emm_sdc.core.delivery import DeliveryItem
 from emm_sdc.core.errors import is_transient
-from emm_sdc.core.packets import PacketFramer, allowed_apids
+from emm_sdc.core.packets import PacketFramer, SequenceReport, allowed_apids
 from emm_sdc.core.storage import (
     COPY_PART_SIZE,
     QUARANTINE_ROOT,
@@ -55,6 +55,8 @@ REASONS = {
     "checksum-mismatch": "the MD5 of the received bytes differs from the sidecar's",
     "truncated": "the last CCSDS packet is incomplete",
     "bad-content": "the bytes are not this instrument's CCSDS packets",
+    "packet-sequence": "CCSDS sequence counts of an APID have gaps, repeats or out-of-order packets "
+                       "(the ITF's ingest.packet_sequence is quarantine)",
     "conflict": "a different file with the same name is already archived; the archive is never overwritten",
     "unexpected-location": "the MOC delivers into the inbox prefix itself, not sub-folders",
     "folder-key": "a key ending in '/' is a folder, not a file: the MOC delivers files",
@@ -346,7 +348,34 @@ class Archiver(InboxHandler):
                 detail = "; ".join(content_problems).removeprefix("truncated: ")
                 raise Reject(code, detail, md5=digest.md5, size=digest.size,
                               packets=framer.packets)
-        return self._archive(d, parsed.canonical(), digest.md5, digest.size, parts)
+        warning = (self._check_sequence(d, framer.sequence.report(), md5=digest.md5, size=digest.size)
+                   if framer is not None else None)
+        outcome = self._archive(d, parsed.canonical(), digest.md5, digest.size, parts)
+        if warning is not None:
+            outcome.details["packet_sequence"] = warning
+        return outcome
+
+    def _check_sequence(self, d: Delivery, report: SequenceReport, *, md5: str, size: int) -> dict[str, Any] | None:
+        """Record the delivery's sequence counts, then apply the ITF's ``ingest.packet_sequence`` to anomalies:
+        quarantine (raise :class:`Reject`), warn (return the warning the outcome carries) or ignore."""
+        rule = self.cfg.ingest.packet_sequence
+        verdict = ({"quarantine": "quarantined", "warn": "warned", "ignore": "ignored"}[rule]
+                   if report.anomalies else "continuous")
+        summary = report.describe()
+        found = report.to_dict()
+        self.catalog.record_packet_sequence(
+            found, delivery_id=d.delivery_id, instrument=self.cfg.instrument, file_name=d.file_name, rule=rule,
+            verdict=verdict, summary=summary, dag_id=self.ctx.dag_id, dag_run_id=self.ctx.dag_run_id)
+        if verdict == "quarantined":
+            raise Reject("packet-sequence", summary, md5=md5, size=size, packets=found["packets"],
+                         packet_sequence=found)
+        if verdict == "warned":
+            log.warning("%s: CCSDS sequence counts: %s (ingest.packet_sequence: warn: archived, recorded in the "
+                        "catalog)", d.file_name, summary)
+            return {"rule": rule, "summary": summary, **found}
+        if verdict == "ignored":
+            log.info("%s: CCSDS sequence counts: %s (ingest.packet_sequence: ignore)", d.file_name, summary)
+        return None
 
     def _archive(self, d: Delivery, name: naming.EmmName, md5: str, size: int, parts: list[str]) -> Outcome:
         """Archive a checked delivery under its canonical name, or find it already there."""

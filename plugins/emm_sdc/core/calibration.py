@@ -152,7 +152,7 @@ def calibration_set(cat: Catalog, instrument: str, selector: Literal["latest"] |
     """Resolve ``"latest"`` or a set number to the set's files; :class:`CalibrationSetNotFound` if there is none."""
     if selector != "latest" and (isinstance(selector, bool) or not isinstance(selector, int)):
         raise ValueError(f"a calibration set is selected by 'latest' or its number, not {selector!r}")
-    latest = cat.query("latest_calibration_set_version", {"instrument_id": instrument})[0]["set_version"]
+    latest = cat.latest_calibration_set_version(instrument)
     if selector == "latest":
         if latest is None:
             raise CalibrationSetNotFound(
@@ -165,13 +165,13 @@ def calibration_set(cat: Catalog, instrument: str, selector: Literal["latest"] |
         if latest is None or not 1 <= wanted <= latest:
             have = f"the latest is {latest}" if latest is not None else "none exists yet"
             raise CalibrationSetNotFound(f"calibration set {wanted} of {instrument} does not exist ({have})")
-    rows = cat.query("calibration_set_files", {"instrument_id": instrument, "set_version": wanted})
+    rows = cat.calibration_set_files(instrument, wanted)
     return CalibrationSet(instrument, wanted, tuple(CalibrationFile.from_row(r) for r in rows))
 
 
 def calibration_versions(cat: Catalog, instrument: str) -> list[dict[str, Any]]:
     """Every archived version of every calibration file of an instrument, in set order (its history)."""
-    return cat.query("calibration_files_of", {"instrument_id": instrument})
+    return cat.calibration_files_of(instrument)
 
 
 def stage_set(storage: Storage, bucket: str, cset: CalibrationSet, dest_dir: Path | str) -> list[Path]:

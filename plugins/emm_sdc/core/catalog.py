@@ -1,12 +1,10 @@
-"""Product catalog in PostgreSQL: migrations, named queries and the operations on them.
+"""Product catalog in PostgreSQL: migrations and the :class:`Catalog` of typed operations.
 
-Works on any DB-API 2 connection with pyformat parameters (psycopg 3 or
-psycopg2, as the postgres provider's hook returns). SQL lives in
-``include/sql``: ``migrations/NNNN_<name>.sql`` (ordered, idempotent) and
-``queries/*.sql`` (blocks headed ``-- name: <query name>``).
-
-The named-query loader is a few lines of our own rather than aiosql: it keeps
-the hook's connection (and its transaction) in our hands and adds no dependency.
+Works on any DB-API 2 connection with pyformat parameters (psycopg 3 or psycopg2, as the postgres
+provider's hook returns). SQL lives in ``include/sql``: ``migrations/NNNN_<name>.sql`` (ordered,
+idempotent) and ``queries/*.sql`` (blocks headed ``-- name: <query name>``). Pipeline code calls the
+catalog's methods, which run those queries by name; the methods are grouped by area in
+:mod:`emm_sdc.core.catalog_ops` (files, runs, kernels, images, campaigns, ...).
 """
 
 from __future__ import annotations
@@ -14,75 +12,40 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from emm_sdc.core import naming
-from emm_sdc.core.settings import project_root
+from emm_sdc.core.catalog_ops.base import (  # noqa: F401 - re-exported: the catalog's SQL machinery
+    CatalogBase,
+    CatalogError,
+    Row,
+    _rows,
+    queries,
+    run,
+    sql_dir,
+    transaction,
+)
+from emm_sdc.core.catalog_ops.calibration import CalibrationMixin
+from emm_sdc.core.catalog_ops.campaigns import CampaignsMixin
+from emm_sdc.core.catalog_ops.files import FilesMixin
+from emm_sdc.core.catalog_ops.images import ImagesMixin
+from emm_sdc.core.catalog_ops.kernels import KernelsMixin
+from emm_sdc.core.catalog_ops.packets import PacketsMixin
+from emm_sdc.core.catalog_ops.reconciliation import ReconciliationMixin
+from emm_sdc.core.catalog_ops.releases import ReleasesMixin
+from emm_sdc.core.catalog_ops.reports import ReportsMixin
+from emm_sdc.core.catalog_ops.runs import RunsMixin
 
 _MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
-_NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 GEOMETRY_FIELDS = (
     "mars_ls", "spacecraft_lst", "subsolar_lat", "subsolar_lon",
     "spacecraft_lat", "spacecraft_lon", "spacecraft_alt",
 )
-
-
-class CatalogError(RuntimeError):
-    """The catalog refused an operation (conflict, missing input, drifted migration)."""
-
-
-def sql_dir() -> Path:
-    return project_root() / "include" / "sql"
-
-
-@cache
-def queries(directory: Path | None = None) -> dict[str, str]:
-    """All named queries under ``include/sql/queries``."""
-    found: dict[str, str] = {}
-    for path in sorted((directory or sql_dir() / "queries").glob("*.sql")):
-        text = path.read_text(encoding="utf-8")
-        marks = list(_NAME_LINE.finditer(text))
-        for i, m in enumerate(marks):
-            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-            body = text[m.end() : end].strip()
-            if m["name"] in found:
-                raise CatalogError(f"{path}: query name {m['name']!r} defined twice")
-            found[m["name"]] = body
-    return found
-
-
-def _rows(cur: Any) -> list[dict[str, Any]]:
-    if cur.description is None:
-        return []
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-
-
-@contextmanager
-def transaction(conn: Any) -> Iterator[Any]:
-    """Commit on success, roll back on any error; yields a cursor."""
-    cur = conn.cursor()
-    try:
-        yield cur
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        cur.close()
-
-
-def run(cur: Any, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Execute a named query and return its rows as dicts."""
-    cur.execute(queries()[name], dict(params or {}))
-    return _rows(cur)
 
 
 @dataclass(frozen=True)
@@ -185,15 +148,11 @@ def delivery_params(
             "dag_id": dag_id, "dag_run_id": dag_run_id, "delivery_id": delivery_id, "inbox_version": inbox_version}
 
 
-class Catalog:
-    """Catalog operations over one DB-API connection."""
-
-    def __init__(self, conn: Any):
-        self.conn = conn
-
-    def query(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        with transaction(self.conn) as cur:
-            return run(cur, name, params)
+class Catalog(
+    FilesMixin, RunsMixin, KernelsMixin, ImagesMixin, CampaignsMixin, CalibrationMixin, ReleasesMixin,
+    ReconciliationMixin, ReportsMixin, PacketsMixin, CatalogBase,
+):
+    """Catalog operations over one DB-API connection (the ingest's own below, the rest by area in the mixins)."""
 
     def get_file(self, file_name: str) -> dict[str, Any] | None:
         rows = self.query("file_by_name", {"file_name": file_name})
@@ -281,8 +240,9 @@ class Catalog:
                 delivery_id=delivery_id, inbox_version=inbox_version, dag_id=dag_id, dag_run_id=dag_run_id))
             return qid
 
-    def start_run(self, **fields: Any) -> int:
-        return self.query("start_run", fields)[0]["id"]
+    def start_run(self, *, try_number: int, staging_check_id: int | None = None, **fields: Any) -> int:
+        """Open a processing run (``running``); its id. ``try_number`` is the task instance's real try."""
+        return self._new_id("start_run", {**fields, "try_number": try_number, "staging_check_id": staging_check_id})
 
     def finish_run(
         self, run_id: int, *, status: str, ended_at: datetime, exit_status: int | None,

@@ -78,12 +78,31 @@ class FilePatterns(_Strict):
     housekeeping: list[str] = Field(default_factory=list)
 
 
+#: ``ingest.packet_sequence`` choices: what becomes of an L0/HK file whose CCSDS sequence counts have gaps,
+#: repeats or out-of-order packets (the counts are recorded in the catalog in every case).
+PACKET_SEQUENCE_RULES: dict[str, str] = {
+    "quarantine": "quarantine the file, reason packet-sequence",
+    "warn": "archive it with a warning in the log, the catalog and the run report",
+    "ignore": "archive it, the counts recorded in the catalog only",
+}
+
+
 class IngestConfig(_Strict):
     inbox_prefix: str
     schedule: Schedule = "*/10 * * * *"
     sidecar_grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
     wait_minutes: int = Field(default=60, ge=1, le=24 * 60)
     file_patterns: FilePatterns
+    packet_sequence: Literal["quarantine", "warn", "ignore"] = "warn"
+
+    @field_validator("packet_sequence", mode="before")
+    @classmethod
+    def _sequence_rule(cls, v: Any) -> Any:
+        if not isinstance(v, str) or v not in PACKET_SEQUENCE_RULES:
+            raise ValueError("must be quarantine, warn or ignore: what becomes of a file whose CCSDS sequence counts "
+                             "have gaps, repeats or out-of-order packets ("
+                             + "; ".join(f"{k}: {why}" for k, why in PACKET_SEQUENCE_RULES.items()) + ")")
+        return v
 
     @field_validator("inbox_prefix")
     @classmethod

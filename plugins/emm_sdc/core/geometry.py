@@ -1,29 +1,34 @@
 """EMM API geometry fields of products, computed with SPICE from a meta-kernel (no Airflow).
 
-Fields (``catalog.GEOMETRY_FIELDS``), all at the product's UTC time:
+Fields (``catalog.GEOMETRY_FIELDS``), all at the product's UTC time, each from a SPICE routine
+run over all times at once by spiceypy's compiled ``cyice`` ``*_v`` loops:
 
 ==================  ========================================================================
-``mars_ls``         solar longitude L_s of Mars, deg [0, 360) (SPICE ``lspcn`` definition)
-``spacecraft_lat``  planetocentric latitude of Hope in IAU_MARS, deg
-``spacecraft_lon``  planetocentric east longitude of Hope in IAU_MARS, deg [0, 360)
-``spacecraft_alt``  Hope's geodetic altitude above the Mars ellipsoid (``BODY499_RADII``), km
-``subsolar_lat``    planetocentric latitude of the sub-solar point (ellipsoid intercept), deg
-``subsolar_lon``    planetocentric east longitude of the sub-solar point, deg [0, 360)
-``spacecraft_lst``  local true solar time at the sub-spacecraft longitude, hours [0, 24)
+``mars_ls``         solar longitude L_s of Mars, deg [0, 360): ``lspcn("MARS", et, "NONE")``
+``spacecraft_lat``  planetocentric latitude of Hope in IAU_MARS, deg: ``reclat`` of
+                    ``spkezp(-62, et, "IAU_MARS", "NONE", 499)``
+``spacecraft_lon``  planetocentric east longitude of Hope in IAU_MARS, deg [0, 360): the same
+``spacecraft_alt``  Hope's geodetic altitude above the Mars spheroid (``BODY499_RADII``), km:
+                    ``recgeo`` of the same position
+``subsolar_lat``    planetocentric latitude of the sub-solar point, deg: ``reclat`` of
+                    ``subslr("INTERCEPT/ELLIPSOID", "MARS", et, "IAU_MARS", "NONE", "MARS")``
+``subsolar_lon``    planetocentric east longitude of the sub-solar point, deg [0, 360): the same
+``spacecraft_lst``  local true solar time at Hope's longitude, hours [0, 24): ``et2lst``'s
+                    definition (the Sun's apparent, ``LT+S``, longitude from ``spkezp``) without
+                    ``et2lst``'s truncation to whole seconds
 ==================  ========================================================================
 
-Conventions: every vector is geometric (aberration correction ``NONE``). Hope's position is
-where the spacecraft is, not where Mars sees it (light time <= 0.16 s: < 0.001 deg); the Sun's
-apparent direction from Mars differs from the geometric one by stellar aberration, <= 0.006 deg
-(<= 1.5 s of local time), below the API's resolution, and geometric is what the Mars24 algorithm
-(Allison & McEwen 2000) computes, so L_s and local time stay comparable with it. SPICE's
-``et2lst`` uses the apparent Sun and truncates to whole seconds, so it may differ by ~2 s.
+Times: UTC -> TDB is ``UTC + deltet(UTC)`` (``deltet_v``) with the LSK the meta-kernel loads, as
+``str2et``; radii come from its PCK. ``tests/unit/test_geometry.py`` checks every field against the
+scalar routines (``str2et``, ``subpnt``, ``subslr``, ``et2lst``, ``lspcn``, ``reclat``, ``recgeo``);
+``bench/geometry_vs_loop.py`` times both.
 
-Speed: SPICE is called three times per time, through spiceypy's vectorised ``cyice`` loops in C
-(Hope's position, the Sun's state and the J2000 -> IAU_MARS rotation, all relative to Mars);
-every conversion (UTC -> TDB from the LSK in the pool, rotation, latitude/longitude, geodetic
-altitude, local time, L_s) is the same formula as SPICE's, done in numpy.
-Times outside Hope's SPK coverage get ``None`` in every field.
+Conventions: Hope's position, L_s and the sub-solar point are geometric (aberration correction
+``NONE``): the light time from Hope to Mars is <= 0.16 s (< 0.001 deg), and the Sun's stellar
+aberration (<= 0.006 deg) is below the API's resolution, so L_s and the sub-solar point compare
+directly with the Mars24 algorithm (Allison & McEwen 2000). Local solar time is SPICE's ``et2lst``
+(apparent Sun), which can differ from the hour angle of the geometric sub-solar point by <= 1.5 s.
+Times outside Hope's SPK coverage (or where SPICE lacks data) get ``None`` in every field.
 """
 
 from __future__ import annotations
@@ -39,59 +44,34 @@ from spiceypy.utils.exceptions import SpiceyError
 
 from emm_sdc.core import kernels
 from emm_sdc.core.catalog import GEOMETRY_FIELDS
-from emm_sdc.core.spice import KernelLoadError, kernel_pool, spk_coverage_et, utc_to_et
+from emm_sdc.core.spice import KernelLoadError, has_lsk, kernel_pool, spk_coverage_et, utc_to_et
 
 FIELDS = GEOMETRY_FIELDS
-
-
-def _geodetic_altitude(pos: np.ndarray, a: float, c: float) -> np.ndarray:
-    """Height above the spheroid (equatorial radius a, polar c) along its normal, as ``recgeo``."""
-    rho, z = np.hypot(pos[:, 0], pos[:, 1]), pos[:, 2]
-    e2, ep2 = 1 - (c / a) ** 2, (a / c) ** 2 - 1
-    beta = np.arctan2(a * z, c * rho)
-    lat = beta
-    for _ in range(10):  # Bowring's iteration: converges to 1e-15 rad in 2-4 steps at orbital altitudes
-        lat_new = np.arctan2(z + ep2 * c * np.sin(beta) ** 3, rho - e2 * a * np.cos(beta) ** 3)
-        beta = np.arctan2(c * np.sin(lat_new), a * np.cos(lat_new))
-        done = np.all(np.abs(lat_new - lat) < 1e-15)
-        lat = lat_new
-        if done:
-            break
-    sin_lat = np.sin(lat)
-    return rho * np.cos(lat) + z * sin_lat - a * np.sqrt(1 - e2 * sin_lat**2)
-
-
-def _lat_lon(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Planetocentric latitude and east longitude [0, 360) in degrees (``reclat``)."""
-    lat = np.degrees(np.arctan2(v[:, 2], np.hypot(v[:, 0], v[:, 1])))
-    return lat, np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 360.0
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=1)[:, None]
+SUN_ID = 10
 
 
 def _evaluate(et: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """The seven fields (columns in :data:`FIELDS` order) at TDB epochs; raises SpiceyError."""
-    mars, hope, sun = kernels.MARS_ID, kernels.HOPE_ID, 10
-    sc_j2000, _ = cyice.spkezp(hope, et, "J2000", "NONE", mars)
-    sun_state = cyice.spkgeo(sun, et, "J2000", mars)[0]
-    rot = cyice.pxform("J2000", "IAU_MARS", et)  # (n, 3, 3)
-    sc = np.einsum("nij,nj->ni", rot, sc_j2000)
-    sun_pos, sun_vel = sun_state[:, :3], sun_state[:, 3:]
-    sun_bf = np.einsum("nij,nj->ni", rot, sun_pos)
-    sc_lat, sc_lon = _lat_lon(sc)
-    ss_lat, ss_lon = _lat_lon(sun_bf)
-    # local true solar time: 12 h when the Sun is on the meridian (et2lst's formula, Mars is prograde)
-    lst = (12.0 + ((sc_lon - ss_lon + 180.0) % 360.0 - 180.0) / 15.0) % 24.0
-    # L_s (lspcn): longitude of the Sun in the frame Z = orbit normal, X = spin axis x Z
-    z_axis = _unit(np.cross(sun_pos, sun_vel))
-    x_axis = _unit(np.cross(rot[:, 2, :], z_axis))
-    y_axis = np.cross(z_axis, x_axis)
-    ls = np.degrees(np.arctan2(np.einsum("ni,ni->n", sun_pos, y_axis),
-                               np.einsum("ni,ni->n", sun_pos, x_axis))) % 360.0
-    alt = _geodetic_altitude(sc, float(radii[0]), float(radii[2]))
-    return np.column_stack([ls, lst, ss_lat, ss_lon, sc_lat, sc_lon, alt])
+    mars, hope = kernels.MARS_ID, kernels.HOPE_ID
+    sc = cyice.spkezp_v(hope, et, "IAU_MARS", "NONE", mars)[0]
+    _, sc_lon, sc_lat = cyice.reclat_v(sc).T
+    equatorial, polar = float(radii[0]), float(radii[2])
+    alt = cyice.recgeo_v(sc, equatorial, (equatorial - polar) / equatorial)[:, 2]
+    subsolar = cyice.subslr_v("INTERCEPT/ELLIPSOID", "MARS", et, "IAU_MARS", "NONE", "MARS")[0]
+    _, ss_lon, ss_lat = cyice.reclat_v(subsolar).T
+    # et2lst: the hour angle of the apparent Sun (LT+S, seen from Mars' centre) at the longitude, + 12 h
+    sun = cyice.spkezp_v(SUN_ID, et, "IAU_MARS", "LT+S", mars)[0]
+    sun_lon = cyice.reclat_v(sun)[:, 1]
+    lst = (12.0 + _degrees_360(sc_lon - sun_lon) / 15.0) % 24.0
+    ls = cyice.lspcn_v("MARS", et, "NONE")
+    return np.column_stack([_degrees_360(ls), lst, np.degrees(ss_lat), _degrees_360(ss_lon), np.degrees(sc_lat),
+                            _degrees_360(sc_lon), alt])
+
+
+def _degrees_360(rad: np.ndarray) -> np.ndarray:
+    """Radians as degrees in [0, 360) (``% 360`` alone gives 360.0 for tiny negative angles)."""
+    d = np.degrees(rad) % 360.0
+    return np.where(d >= 360.0, 0.0, d)
 
 
 def _evaluate_tolerant(et: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -111,11 +91,15 @@ def compute_geometry(meta_kernel: str | Path, times: Sequence[datetime]) -> list
     """The seven EMM API geometry fields at each UTC time, from the kernels a meta-kernel loads.
 
     Times outside Hope's SPK coverage (or where SPICE lacks data) get ``None`` in every field.
-    Raises :class:`~emm_sdc.core.spice.KernelLoadError` if the meta-kernel does not load.
+    Raises :class:`~emm_sdc.core.spice.KernelLoadError` if the meta-kernel does not load, or loads no
+    LSK or no Mars radii.
     """
     if not times:
         return []
     with kernel_pool([meta_kernel]):
+        if not has_lsk():
+            raise KernelLoadError(meta_kernel, "SDC(NOLSK)", "the meta-kernel loads no leap-second kernel (LSK): "
+                                                            "UTC cannot be converted to TDB")
         et = utc_to_et(times)
         try:
             radii = spiceypy.bodvrd("MARS", "RADII", 3)[1]

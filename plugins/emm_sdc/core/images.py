@@ -22,8 +22,8 @@ class PromotionRefused(RuntimeError):
 
 
 def production_image(cat: Catalog, instrument: str) -> str | None:
-    rows = cat.query("production_image", {"instrument_id": instrument})
-    return rows[0]["image"] if rows else None
+    row = cat.production_image_row(instrument)
+    return row["image"] if row else None
 
 
 def require_promoted(cat: Catalog, instrument: str, image: str, config_file: str) -> None:
@@ -48,19 +48,16 @@ def promote(cat: Catalog, instrument: str, image: str, *, promoted_by: str, reas
     current = production_image(cat, instrument)
     if current == image:
         raise PromotionRefused(f"{image!r} is already the production image of {instrument}")
-    checks = cat.query("latest_passed_check", {"instrument_id": instrument, "image": image})
-    if not checks:
+    check = cat.latest_passed_check(instrument, image)
+    if check is None:
         raise PromotionRefused(
             f"{image!r} has no passing staging check for {instrument}; run emm_{instrument}_staging_check first")
-    check = checks[0]
     if check["production_image"] != current:
         raise PromotionRefused(
             f"staging check {check['id']} compared {image!r} with {check['production_image']!r}, but production "
             f"is now {current!r}; run the staging check again"
         )
-    promotion_id = cat.query("record_promotion", {
-        "instrument_id": instrument, "image": image, "previous_image": current,
-        "staging_check_id": check["id"], "promoted_by": promoted_by, "reason": reason,
-    })[0]["id"]
+    promotion_id = cat.record_promotion(instrument=instrument, image=image, previous_image=current,
+                                        staging_check_id=check["id"], promoted_by=promoted_by, reason=reason)
     return {"id": promotion_id, "instrument": instrument, "image": image, "previous_image": current,
             "staging_check_id": check["id"], "report_uri": check["report_uri"]}

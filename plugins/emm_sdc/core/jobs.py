@@ -2,8 +2,10 @@
 
 A job is one work unit at one target level. This module writes the input
 manifest and environment a processor receives, and checks what it returned:
-every problem with the output directory is reported together, and any
-problem rejects the whole job.
+names, the output manifest, the files' kinds and each product's content
+(:mod:`emm_sdc.core.product_checks`: FITS verification and checksums, gzip,
+PNG decoding). Every problem is reported together, and any problem rejects
+the whole job.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from emm_sdc.core import naming
+from emm_sdc.core import naming, product_checks
 
 CONTRACT_VERSION = 1
 OUTPUT_MANIFEST = "output_manifest.json"
@@ -210,7 +212,7 @@ class Product:
 
 
 def collect_outputs(spec: JobSpec) -> tuple[list[Product], dict[str, Any]]:
-    """Validate a finished job's output directory against the contract and the job.
+    """Validate a finished job's output directory against the contract and the job, and each product's content.
 
     Returns the products and the processor block of the output manifest;
     raises :class:`OutputError` listing every problem.
@@ -281,9 +283,15 @@ def collect_outputs(spec: JobSpec) -> tuple[list[Product], dict[str, Any]]:
             problems.append(f"{fname}: is {size} bytes, more than the {MAX_PRODUCT_BYTES} a product may have")
             continue
         try:
-            products.append(Product(parsed, path, md5_output(path), size, parents))
+            md5 = md5_output(path)
+            with _open_regular(path) as fh:
+                content = product_checks.verify_product(fh, fname, parsed.extension) if size else []
         except OSError as exc:
             problems.append(f"{fname}: cannot be read as a regular file: {exc}")
+            continue
+        problems += content
+        if not content:
+            products.append(Product(parsed, path, md5, size, parents))
     if not listed and not problems:
         problems.append(f"{OUTPUT_MANIFEST} lists no products")
     if problems:

@@ -25,7 +25,7 @@ from typing import Any
 
 from emm_sdc.core import kernels
 from emm_sdc.core.archiving import Delivery, InboxHandler, Outcome, Reject, Waiting
-from emm_sdc.core.catalog import Catalog, delivery_params, run, transaction
+from emm_sdc.core.catalog import Catalog, CatalogError, delivery_params
 from emm_sdc.core.checksums import StreamDigest
 
 log = logging.getLogger(__name__)
@@ -71,27 +71,6 @@ def delivery_row(outcome: str, kernel_id: int, d: Delivery, md5: str, size: int,
                            dag_run_id=ctx.dag_run_id, **d.log_fields())
 
 
-def index_kernel(cat: Catalog, record: dict[str, Any], coverage: dict[int, list[Any]],
-                 delivery: dict[str, Any]) -> int | None:
-    """Index a kernel with its coverage and delivery, superseding older versions of its series, atomically.
-
-    None (and nothing written) when the kernel is already indexed (an earlier attempt or a concurrent run).
-    """
-    with transaction(cat.conn) as cur:
-        inserted = run(cur, "insert_kernel", record)
-        if not inserted:
-            return None
-        kernel_id = inserted[0]["id"]
-        run(cur, "insert_delivery", {**delivery, "kernel_id": kernel_id})
-        for body, intervals in coverage.items():
-            for iv in intervals:
-                run(cur, "insert_kernel_coverage", {"kernel_id": kernel_id, "body_or_frame": body,
-                                                    "start_time": iv.start, "end_time": iv.end})
-        run(cur, "supersede_series", {"kernel_id": kernel_id, "series": record["series"],
-                                      "version": record["version"]})
-    return kernel_id
-
-
 class KernelArchiver(InboxHandler):
     """Applies the kernel rules to items of the SPICE inbox."""
 
@@ -118,13 +97,19 @@ class KernelArchiver(InboxHandler):
                 raise Reject("checksum-mismatch",
                              f"received bytes have MD5 {digest.md5}, the sidecar declares {declared}",
                              md5=digest.md5, declared_md5=declared, size=digest.size)
-            existing = self.catalog.query("kernel_by_name", {"file_name": file_name})
-            if existing:
-                return self._duplicate(d, name, existing[0], digest, local, parts)
+            existing = self.catalog.kernel_by_name(file_name)
+            if existing is not None:
+                return self._duplicate(d, name, existing, digest, local, parts)
 
-            active = self.catalog.query("active_kernels")
-            support = (support_kernels(self.kernel_dir, active, need_sclk=name.kernel_type == "ck")
-                       if name.is_hope else [])
+            active = self.catalog.active_kernels()
+            support: list[Path] = []
+            if EXPECTED_KIND[name.kernel_type] in ("SPK", "CK"):  # coverage to convert to UTC
+                try:
+                    support = support_kernels(self.kernel_dir, active, need_sclk=name.kernel_type == "ck")
+                except MissingSupportKernels:
+                    if name.is_hope:
+                        raise
+                    # a planetary SPK before any LSK: its coverage is on the TDB calendar (inspect_kernel warns)
             try:
                 info = inspect_kernel(local, support=support)
             except KernelLoadError as exc:
@@ -143,10 +128,12 @@ class KernelArchiver(InboxHandler):
                 "file_size": digest.size, "bucket": self.archive_bucket, "s3_key": name.archive_key,
                 "series": "/".join(name.series), "kind": info.kind, "dag_run_id": self.ctx.dag_run_id,
             }
-            kernel_id = index_kernel(self.catalog, record, info.coverage,
-                                     delivery_row("archived", 0, d, digest.md5, digest.size, self.ctx))
+            kernel_id = self.catalog.index_kernel(record, info.coverage,
+                                                  delivery_row("archived", 0, d, digest.md5, digest.size, self.ctx))
             if kernel_id is None:  # indexed meanwhile by a concurrent run: this delivery is its duplicate
-                row = self.catalog.query("kernel_by_name", {"file_name": file_name})[0]
+                row = self.catalog.kernel_by_name(file_name)
+                if row is None:
+                    raise CatalogError(f"{file_name}: indexing found it indexed, but the catalog no longer has it")
                 return self._duplicate(d, name, row, digest, local, parts)
         self._clear_inbox(d)
         log.info("archived kernel %s (%s, coverage %s .. %s)", file_name, info.kind, start, end)
@@ -184,8 +171,8 @@ class KernelArchiver(InboxHandler):
             self._copy_new(d, existing["s3_key"], md5=digest.md5, parts=parts)
         if not (self.kernel_dir / name.relative_path).exists():
             store_in_kernel_dir(local, self.kernel_dir, name.relative_path)
-        self.catalog.query("insert_delivery", delivery_row("duplicate", existing["id"], d, digest.md5,
-                                                           digest.size, self.ctx))
+        self.catalog.log_kernel_delivery(delivery_row("duplicate", existing["id"], d, digest.md5, digest.size,
+                                                      self.ctx))
         self._clear_inbox(d)
         log.info("duplicate delivery of kernel %s (same MD5): nothing to do", file_name)
         return Outcome(d.item.key, "duplicate", file_name, name.kernel_type, existing["s3_key"], md5=digest.md5,

@@ -4,14 +4,16 @@ Every L0 (``l0``) and housekeeping (``hk``) file is a plain concatenation of
 CCSDS space packets (CCSDS 133.0-B-2), each with a secondary header. The
 layout is documented in ``docs/l0_format.md``; this module holds the
 constants and a streaming framing check that shares the checksum's single
-pass over the bytes and finds truncated, padded or foreign content.
+pass over the bytes and finds truncated, padded or foreign content, and
+checks each APID's sequence counts for gaps, repeats and out-of-order packets.
 """
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -20,6 +22,9 @@ SECONDARY_HEADER_LEN: Final = 8  # coarse u32 seconds since 2000-01-01T00:00:00Z
 SECONDARY_HEADER_FMT: Final = ">IHH"
 #: Epoch of the secondary header's coarse time (POSIX-style, no leap seconds).
 EPOCH_UNIX: Final = 946684800
+#: The 14-bit packet sequence count wraps to 0 after 16383.
+SEQ_MODULO: Final = 1 << 14
+_SEQ_HALF: Final = SEQ_MODULO // 2
 
 
 @dataclass(frozen=True)
@@ -81,12 +86,207 @@ def pack_packet(apid: int, seq: int, coarse: int, fine: int, obs_id: int, payloa
     return header + struct.pack(SECONDARY_HEADER_FMT, coarse, fine, obs_id) + payload
 
 
+#: Open gaps remembered per APID (bounded memory for any file).
+MAX_OPEN_GAPS: Final = 10_000
+#: Anomalies described by position in a file's report (the counts are always complete).
+MAX_EXAMPLES: Final = 5
+
+
+@dataclass
+class ApidSequence:
+    """Sequence-count continuity of one APID in one file.
+
+    Counts are *unwrapped* (they go on past 16383 instead of wrapping to 0):
+    each packet's count is taken as the nearest one, forward or back, to its
+    predecessor's (a step of 8192 or more is read as a step back). The
+    packets expected are every count from the lowest to the highest seen;
+    one never seen is *missing* (a *gap* is a run of them), one seen twice is
+    a *repeat*, and one that comes after a higher count of its APID is *out
+    of order* (it fills a gap it left). Open gaps are kept as sorted ranges,
+    at most :data:`MAX_OPEN_GAPS`; older ones stay counted as gaps, and a
+    packet filling one that late counts as a repeat.
+    """
+
+    apid: int
+    packets: int = 0
+    first_count: int = 0
+    last_count: int = 0
+    repeats: int = 0
+    out_of_order: int = 0
+    #: Repeats and out-of-order packets as ``(byte offset, description)``, the first MAX_EXAMPLES.
+    examples: list[tuple[int, str]] = field(default_factory=list)
+    _prev: int = 0  # unwrapped count of the previous packet
+    _top: int = 0  # highest unwrapped count seen
+    _low: int = 0  # lowest unwrapped count seen
+    _open: list[list[int]] = field(default_factory=list)  # missing [lo, hi, byte found], sorted, disjoint
+    _closed_gaps: int = 0
+    _closed_missing: int = 0
+
+    @property
+    def gaps(self) -> int:
+        return self._closed_gaps + len(self._open)
+
+    @property
+    def missing(self) -> int:
+        return self._closed_missing + sum(hi - lo + 1 for lo, hi, _ in self._open)
+
+    def _start(self, count: int) -> None:
+        """The first packet: as if its predecessor had been the count before it."""
+        self.first_count = self._low = count
+        self._prev = self._top = count - 1
+
+    def observe(self, count: int, where: int) -> None:
+        """One packet's count (0-16383) at byte offset ``where``."""
+        if not self.packets:
+            self._start(count)
+        step = (count - self._prev + _SEQ_HALF) % SEQ_MODULO - _SEQ_HALF
+        u = self._prev + step
+        if u != self._top + 1:
+            self._anomaly(u, self._top, where)
+        self._top = max(self._top, u)
+        self._prev = u
+        self.packets += 1
+        self.last_count = count
+
+    def observe_run(self, counts: np.ndarray, where: np.ndarray | int, plen: int) -> None:
+        """Counts of consecutive packets of this APID (vectorised; anomalies one by one).
+
+        ``where``: the byte offset of each packet, or of the first when they are back to back (``plen`` apart).
+        """
+        if not len(counts):
+            return
+        if not self.packets:
+            self._start(int(counts[0]))
+        expected = (self._prev + 1 + np.arange(len(counts), dtype=np.int64)) % SEQ_MODULO
+        if self._prev == self._top and np.array_equal(counts, expected):
+            self._top = self._prev = self._prev + len(counts)  # the usual case: each follows the one before
+        else:
+            c = counts.astype(np.int64)
+            step = (np.diff(c, prepend=self._prev % SEQ_MODULO) + _SEQ_HALF) % SEQ_MODULO - _SEQ_HALF
+            u = self._prev + np.cumsum(step)
+            top_before = np.maximum.accumulate(np.concatenate(([self._top], u)))[:-1]
+            for k in np.flatnonzero(u != top_before + 1):
+                at = int(where[k]) if isinstance(where, np.ndarray) else where + int(k) * plen
+                self._anomaly(int(u[k]), int(top_before[k]), at)
+            self._top = max(self._top, int(u.max()))
+            self._prev = int(u[-1])
+        self.packets += len(counts)
+        self.last_count = int(counts[-1])
+
+    def _anomaly(self, u: int, top: int, where: int) -> None:
+        if u > top + 1:  # a jump forward: a gap opens (out-of-order packets may fill it later)
+            self._open.append([top + 1, u - 1, where])
+            if len(self._open) > MAX_OPEN_GAPS:
+                lo, hi, _ = self._open.pop(0)
+                self._closed_gaps += 1
+                self._closed_missing += hi - lo + 1
+            return
+        count, after = u % SEQ_MODULO, top % SEQ_MODULO
+        if u < self._low:
+            if u + 1 < self._low:
+                self._open.insert(0, [u + 1, self._low - 1, where])
+            self._low = u
+            self.out_of_order += 1
+            what = f"out of order: count {count} after {after}, before the file's first count {self.first_count}"
+        else:
+            i = bisect.bisect_right(self._open, u, key=lambda r: r[0]) - 1
+            if i >= 0 and self._open[i][1] >= u:
+                lo, hi, found = self._open[i]
+                self._open[i : i + 1] = [r for r in ([lo, u - 1, found], [u + 1, hi, found]) if r[0] <= r[1]]
+                self.out_of_order += 1
+                what = f"out of order: count {count} after {after}"
+            else:
+                self.repeats += 1
+                what = f"repeat: count {count} again (after {after})"
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((where, f"APID {self.apid:#05x} {what}"))
+
+    def gap_examples(self) -> list[tuple[int, str]]:
+        """The first open gaps as ``(byte offset of the packet after it, description)``."""
+        return [(where, f"APID {self.apid:#05x} gap: {hi - lo + 1} packet(s) missing, counts "
+                        + (f"{lo % SEQ_MODULO}" if lo == hi else f"{lo % SEQ_MODULO}-{hi % SEQ_MODULO}"))
+                for lo, hi, where in self._open[:MAX_EXAMPLES]]
+
+    def to_dict(self) -> dict[str, int]:
+        return {"apid": self.apid, "packets": self.packets, "first_count": self.first_count,
+                "last_count": self.last_count, "gaps": self.gaps, "missing": self.missing,
+                "repeats": self.repeats, "out_of_order": self.out_of_order}
+
+
+@dataclass
+class SequenceChecker:
+    """Per-APID sequence-count continuity over a file's packets, fed by :class:`PacketFramer`."""
+
+    apids: dict[int, ApidSequence] = field(default_factory=dict)
+
+    def _of(self, apid: int) -> ApidSequence:
+        seq = self.apids.get(apid)
+        if seq is None:
+            seq = self.apids[apid] = ApidSequence(apid)
+        return seq
+
+    def observe(self, apid: int, count: int, where: int) -> None:
+        self._of(apid).observe(count, where)
+
+    def observe_block(self, apids: np.ndarray, counts: np.ndarray, start: int, plen: int,
+                      candidates: list[int]) -> None:
+        """Back-to-back packets of one length starting at byte ``start``, each of one of the ``candidates``
+        APIDs; the APIDs may interleave."""
+        first = int(apids[0])
+        if first == int(apids[-1]) and (apids == first).all():
+            self._of(first).observe_run(counts, start, plen)
+            return
+        for apid in candidates:
+            rows = np.flatnonzero(apids == apid)
+            if len(rows):
+                self._of(apid).observe_run(counts[rows], start + rows * plen, plen)
+
+    def report(self) -> SequenceReport:
+        seqs = [s for _, s in sorted(self.apids.items())]
+        found = sorted(e for s in seqs for e in [*s.examples, *s.gap_examples()])[:MAX_EXAMPLES]
+        return SequenceReport([s.to_dict() for s in seqs], [f"byte {at}: {what}" for at, what in found])
+
+
+@dataclass(frozen=True)
+class SequenceReport:
+    """A file's sequence-count findings: one entry per APID, totals, and the first anomalies by position."""
+
+    apids: list[dict[str, int]]
+    examples: list[str]
+
+    def total(self, key: str) -> int:
+        return sum(a[key] for a in self.apids)
+
+    @property
+    def anomalies(self) -> bool:
+        return any(a["gaps"] or a["repeats"] or a["out_of_order"] for a in self.apids)
+
+    def describe(self) -> str:
+        """One line: what is wrong per APID, then where the first anomalies are."""
+        if not self.anomalies:
+            return f"sequence counts continuous ({self.total('packets')} packets)"
+        parts = []
+        for a in self.apids:
+            found = [f"{a['gaps']} gap(s) ({a['missing']} packet(s) missing)" if a["gaps"] else "",
+                     f"{a['repeats']} repeat(s)" if a["repeats"] else "",
+                     f"{a['out_of_order']} out of order" if a["out_of_order"] else ""]
+            if any(found):
+                parts.append(f"APID {a['apid']:#05x}: {', '.join(f for f in found if f)} in {a['packets']} packets")
+        return "; ".join(parts) + "; first: " + "; ".join(self.examples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"packets": self.total("packets"), "gaps": self.total("gaps"), "missing": self.total("missing"),
+                "repeats": self.total("repeats"), "out_of_order": self.total("out_of_order"),
+                "apids": self.apids, "examples": self.examples}
+
+
 @dataclass
 class PacketFramer:
     """Walks packet boundaries over a byte stream fed in arbitrary chunks.
 
     Use as a :class:`~emm_sdc.core.checksums.StreamDigest` observer, then call
-    :meth:`finish` for the list of problems (empty when the framing is sound).
+    :meth:`finish` for the list of problems (empty when the framing is sound)
+    and ``sequence.report()`` for the sequence counts of the packets framed.
     Runs of equal-length packets are checked vectorised, so the pass stays
     close to the speed of the MD5 it rides beside.
     """
@@ -95,6 +295,7 @@ class PacketFramer:
     packets: int = 0
     offset: int = 0
     problems: list[str] = field(default_factory=list)
+    sequence: SequenceChecker = field(default_factory=SequenceChecker)
     _partial: bytes = b""
     _skip: int = 0
     _last_len: int = 0
@@ -141,7 +342,7 @@ class PacketFramer:
 
     def _check_header(self, header: bytes, start: int) -> int:
         """Validate one primary header; return body length, or -1 after recording a problem."""
-        w0, _w1, length = struct.unpack(">HHH", header)
+        w0, w1, length = struct.unpack(">HHH", header)
         apid = w0 & 0x07FF
         if w0 & 0xF800 != 0x0800:
             self.problems.append(
@@ -163,6 +364,7 @@ class PacketFramer:
             )
             return -1
         self.packets += 1
+        self.sequence.observe(apid, w1 & 0x3FFF, start)
         self._last_len = expected
         return length + 1
 
@@ -176,9 +378,13 @@ class PacketFramer:
         w0 = block[:, 0].astype(np.uint16) << 8 | block[:, 1]
         w2 = block[:, 4].astype(np.uint16) << 8 | block[:, 5]
         apids = w0 & 0x07FF
+        candidates = [a for a, ln in self.allowed.items() if ln == plen]
         ok = ((w0 & 0xF800) == 0x0800) & (w2 == plen - PRIMARY_HEADER_LEN - 1)
-        ok &= np.isin(apids, [a for a, ln in self.allowed.items() if ln == plen])
+        ok &= np.isin(apids, candidates)
         good = count if ok.all() else int(np.argmin(ok))
+        if good:
+            counts = (block[:good, 2].astype(np.uint16) << 8 | block[:good, 3]) & 0x3FFF
+            self.sequence.observe_block(apids[:good], counts, self.offset + i, plen, candidates)
         self.packets += good
         return i + good * plen
 

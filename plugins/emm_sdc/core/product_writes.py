@@ -71,13 +71,11 @@ class ProductWriter:
         """Record this run's intent to write each key (step 1)."""
         for obj in objects:
             for _ in range(2):
-                if self.cat.query("reserve_object", {"run_id": self.run_id, "bucket": self.bucket,
-                                                     "s3_key": obj.key, "md5checksum": obj.md5}):
+                if self.cat.reserve_object(self.run_id, self.bucket, obj.key, obj.md5):
                     break
-                holders = self.cat.query("reservation_of_key", {"bucket": self.bucket, "s3_key": obj.key})
-                if not holders:
+                holder = self.cat.reservation_of_key(self.bucket, obj.key)
+                if holder is None:
                     continue  # released meanwhile: try again
-                holder = holders[0]
                 if holder["processing_run_id"] == self.run_id:
                     if holder["md5checksum"].strip() != obj.md5:
                         raise CatalogError(f"{obj.key}: an earlier attempt of this run reserved it for other "
@@ -86,7 +84,10 @@ class ProductWriter:
                 if holder["run_status"] == "running":
                     raise KeyReserved(f"{obj.key} is being written by processing run {holder['processing_run_id']}"
                                       f" ({holder['dag_id']} / {holder['dag_run_id']}); this job leaves it alone")
-                [stale] = self.cat.query("run_by_id", {"run_id": holder["processing_run_id"]})
+                stale = self.cat.run_by_id(holder["processing_run_id"])
+                if stale is None:
+                    raise CatalogError(f"{obj.key}: reserved by processing run {holder['processing_run_id']}, "
+                                       "which the catalog no longer has")
                 sweep_run(self.cat, self.storage, stale,
                           f"its reservation of {obj.key} was left behind; cleared by run {self.run_id}")
             else:
@@ -113,13 +114,13 @@ class ProductWriter:
             if self.committed():
                 log.warning("the index transaction of run %s committed although the client saw an error",
                             self.run_id)
-                return [r["id"] for r in self.cat.query("products_of_run_id", {"run_id": self.run_id})]
+                return [r["id"] for r in self.cat.products_of_run_id(self.run_id)]
             raise
 
     def committed(self) -> bool:
         """Whether this run's index transaction reached the server (raises if the catalog cannot tell)."""
-        rows = self.cat.query("run_by_id", {"run_id": self.run_id})
-        return bool(rows) and rows[0]["status"] == "success"
+        row = self.cat.run_by_id(self.run_id)
+        return row is not None and row["status"] == "success"
 
     def abandon(self) -> list[str]:
         """Remove what this run wrote and did not commit, then its reservations (step 5); the keys removed."""
@@ -129,19 +130,19 @@ class ProductWriter:
 def abandon_reservations(cat: Catalog, storage: Storage, run_id: int) -> list[str]:
     """Delete a run's uncommitted objects (only bytes it reserved, never an indexed key); drop its reservations."""
     removed: list[str] = []
-    for res in cat.query("reservations_of_run", {"run_id": run_id}):
+    for res in cat.reservations_of_run(run_id):
         version = storage.stat(res["bucket"], res["s3_key"]) if res["file_id"] is None else None
         if version is not None and version.stored_md5 == res["md5checksum"].strip() and storage.delete_version(version):
             removed.append(res["s3_key"])
-        cat.query("release_reservation", {"id": res["id"]})
+        cat.release_reservation(res["id"])
     return removed
 
 
 def sweep_run(cat: Catalog, storage: Storage, run: Mapping[str, Any], reason: str) -> list[str]:
     """Finish a run that will never finish itself: remove its uncommitted objects, mark it failed."""
     removed = abandon_reservations(cat, storage, run["id"])
-    cat.query("fail_stale_run", {"run_id": run["id"], "ended_at": datetime.now(UTC),
-                                 "message": f"swept: {reason}" + (f"; removed {removed}" if removed else "")})
+    cat.fail_stale_run(run["id"], ended_at=datetime.now(UTC),
+                       message=f"swept: {reason}" + (f"; removed {removed}" if removed else ""))
     log.warning("processing run %s swept (%s); removed %d uncommitted object(s)", run["id"], reason, len(removed))
     return removed
 
@@ -151,7 +152,7 @@ def sweep_stale_runs(cat: Catalog, storage: Storage, *, dag_id: str | None, dag_
     """Close every processing run of one DAG run, or older than ``older_than``, that is still 'running'
     (it can no longer close itself); remove its uncommitted objects."""
     swept = []
-    for run in cat.query("stale_runs", {"dag_id": dag_id, "dag_run_id": dag_run_id, "older_than": older_than}):
+    for run in cat.stale_runs(dag_id, dag_run_id, older_than):
         removed = sweep_run(cat, storage, run, reason)
         swept.append({"run_id": run["id"], "task": f"{run['task_id']}[{run['map_index']}]", "removed": removed})
     return swept

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from emm_sdc.core import calibration, inventory, naming
-from emm_sdc.core.catalog import Catalog, file_record, queries, run, transaction
+from emm_sdc.core.catalog import Catalog, file_record, queries, transaction
 from emm_sdc.core.checksums import StreamDigest, md5_file
 from emm_sdc.core.delivery import folder_markers
 from emm_sdc.core.inventory import InventoryManifest, Listed
@@ -208,12 +208,12 @@ def open_run(cat: Catalog, *, dag_id: str, dag_run_id: str, params: Mapping[str,
              cfg: ReconciliationConfig, now: datetime, listing: str,
              deep_fraction: float | None = None) -> dict[str, Any]:
     """Create (or, on a retry, find) the run's row; its deep-verification slice is fixed at creation."""
-    last = None if scope.scoped else next(iter(cat.query("recon_last_run", {"dag_id": dag_id})), None)
+    last = None if scope.scoped else cat.last_reconciliation(dag_id)
     start, fraction = deep_window(last, now, cfg, deep_fraction)
     doc = {**params, "scoped": scope.scoped, "instruments": list(scope.instruments),
            "prefixes": list(scope.prefixes)}
-    row = cat.query("recon_open_run", {"dag_id": dag_id, "dag_run_id": dag_run_id, "params": json.dumps(doc),
-                                       "deep_start": start, "deep_fraction": fraction, "listing": listing})[0]
+    row = cat.open_reconciliation(dag_id=dag_id, dag_run_id=dag_run_id, params_json=json.dumps(doc),
+                                  deep_start=start, deep_fraction=fraction, listing=listing)
     return {"id": row["id"], "deep_start": row["deep_start"], "deep_fraction": row["deep_fraction"],
             "listing": row["listing"], "started_at": row["started_at"].isoformat(), "dag_id": dag_id,
             "dag_run_id": dag_run_id}
@@ -433,7 +433,7 @@ class FindingSink:
         self.cat, self.run_id, self.partition, self.batch = cat, run_id, partition, batch
         self.pending: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
-        cat.query("recon_clear_partition", {"run_id": run_id, "name": partition})
+        cat.clear_partition_findings(run_id, partition)
 
     def add(self, kind: str, area: str, *, bucket: str | None, key: str | None, table: str | None = None,
             catalog_id: int | None = None, instrument: str | None = None, expected: str = "", found: str = "",
@@ -451,8 +451,7 @@ class FindingSink:
     def flush(self) -> None:
         if not self.pending:
             return
-        with transaction(self.cat.conn) as cur:
-            cur.executemany(queries()["recon_insert_finding"], self.pending)
+        self.cat.add_findings(self.pending)
         self.pending = []
 
 
@@ -544,7 +543,7 @@ class ArchiveCheck:
     # -- one key, both sides
     def compare(self, obj: Listed, group: list[tuple[Any, ...]]) -> None:
         if obj.key in self.missing_marks:
-            self.cat.query("recon_clear_missing_mark", {"id": self.missing_marks.pop(obj.key)})
+            self.cat.clear_missing_mark(self.missing_marks.pop(obj.key))
         row = next((r for r in group if r[_MD5]), group[0])
         verdict = self.listing_verdict(obj, row)
         if verdict is not None and self.confirm_mismatch:
@@ -629,7 +628,7 @@ class ArchiveCheck:
             return
         if self.storage.stat(self.bucket, obj.key) is None:
             return
-        if self.cat.query("recon_key_indexed", {"bucket": self.bucket, "key": obj.key}):
+        if self.cat.key_indexed(self.bucket, obj.key):
             return
         repair = None if area.name == "quarantine" else "reindex-or-quarantine"
         self.sink.add("orphan", area.name, bucket=self.bucket, key=obj.key, expected="a catalog row naming it",
@@ -645,10 +644,8 @@ def check_archive(storage: Storage, cat: Catalog, snapshot_conn: Any, run_row: M
     sink = FindingSink(cat, run_row["id"], part["name"])
     prefix = part.get("prefix")
     lo, hi = (prefix, inventory.key_range_end(prefix)) if prefix is not None else ("", "")
-    pending = {r["s3_key"] for r in cat.query("recon_pending_keys", {"bucket": bucket, "lo": lo,
-                                                                     "hi": hi or "\U0010ffff"})}
-    marks = {r["s3_key"]: r["id"] for r in cat.query("recon_missing_marks", {"bucket": bucket, "lo": lo,
-                                                                             "hi": hi or "\U0010ffff"})}
+    pending = cat.pending_keys(bucket, lo, hi)
+    marks = cat.missing_marks(bucket, lo, hi)
     rate = cfg.deep_verify_mb_per_s * 1e6 / max(parallel, 1)
     with snapshot(snapshot_conn) as at:
         settled = min(at, now or at) - timedelta(minutes=cfg.settle_minutes)
@@ -675,10 +672,9 @@ def check_archive(storage: Storage, cat: Catalog, snapshot_conn: Any, run_row: M
 
 
 def save_partition(cat: Catalog, run_id: int, r: PartitionResult) -> None:
-    cat.query("recon_save_partition", {"run_id": run_id, "name": r.name, "kind": r.kind, "objects": r.objects,
-                                       "catalog_rows": r.catalog_rows, "verified_objects": r.verified_objects,
-                                       "verified_bytes": r.verified_bytes, "findings": sum(r.findings.values()),
-                                       "seconds": r.seconds})
+    cat.save_partition(run_id, name=r.name, kind=r.kind, objects=r.objects, catalog_rows=r.catalog_rows,
+                       verified_objects=r.verified_objects, verified_bytes=r.verified_bytes,
+                       findings=sum(r.findings.values()), seconds=r.seconds)
 
 
 # --- catalog and inbox partitions ---------------------------------------------------------------------------
@@ -694,8 +690,7 @@ def check_catalog(cat: Catalog, run_id: int, *, instruments: Sequence[str] = ())
     t0 = time.monotonic()
     result = PartitionResult("catalog", "catalog")
     sink = FindingSink(cat, run_id, "catalog")
-    scope = {"instruments": list(instruments)}
-    for g in cat.query("recon_duplicate_latest", scope):
+    for g in cat.duplicate_latest_groups(instruments):
         roots = dict(zip(g["ids"], g["file_roots"], strict=True))
         wrong = [i for i, n in zip(g["ids"], g["file_names"], strict=True) if canonical_root(n) != roots[i]]
         sink.add("duplicate_latest", "data", bucket=None, key=g["s3_key"], table="science_files",
@@ -706,7 +701,7 @@ def check_catalog(cat: Catalog, run_id: int, *, instruments: Sequence[str] = ())
                                                                       strict=True)),
                  details={"ids": g["ids"], "file_names": g["file_names"], "file_roots": g["file_roots"],
                           "rows_to_fix": wrong}, repair="rederive-file-root" if wrong else None)
-    for r in cat.query("recon_lineage_missing_rows", scope):
+    for r in cat.lineage_missing_rows(instruments):
         missing = "product and input" if r["product_missing"] and r["input_missing"] else \
             "product" if r["product_missing"] else "input"
         sink.add("lineage_missing_row", "data", bucket=None, key=r["s3_key"], table="lineage",
@@ -715,7 +710,7 @@ def check_catalog(cat: Catalog, run_id: int, *, instruments: Sequence[str] = ())
                  found=f"no science_files row for the {missing}",
                  details={"product_id": r["product_id"], "input_id": r["input_id"],
                           "product_name": r["product_name"]})
-    for r in cat.query("recon_kernel_class_mismatch", scope):
+    for r in cat.kernel_class_mismatches(instruments):
         sink.add("kernel_class_mismatch", "spice" if r["catalog_table"] == "spice_kernels" else "data", bucket=None,
                  key=r["s3_key"], table=r["catalog_table"], catalog_id=r["id"], instrument=r["instrument_id"],
                  expected=f"kernel class {r['named']!r} (from the name {r['file_name']})",
@@ -749,7 +744,7 @@ def check_inbox(storage: Storage, cat: Catalog, run_id: int, part: Mapping[str, 
         if key.endswith(naming.SIDECAR_SUFFIX) and key[: -len(naming.SIDECAR_SUFFIX)] in keys:
             continue  # travels with its data file (reported with it)
         sidecar = key + naming.SIDECAR_SUFFIX
-        handled = cat.query("recon_inbox_handled", {"keys": [key]})
+        handled = cat.inbox_deliveries([key])
         sink.add("stale_inbox", "inbox", bucket=bucket, key=key, instrument=part["instrument"],
                  expected=f"handled within {limit} of its upload (sidecar grace {part['grace_minutes']} min "
                           f"+ margin {cfg.stale_inbox_margin_minutes} min)",
@@ -792,14 +787,13 @@ class Repairer:
         version = self.storage.stat(self.bucket, key)
         if version is None:
             return "nothing to do: the object is gone"
-        if self.cat.query("recon_key_indexed", {"bucket": self.bucket, "key": key}):
+        if self.cat.key_indexed(self.bucket, key):
             return "nothing to do: the object is indexed now"
         md5, parts = self.storage.md5_of(version)
         base = key.rsplit("/", 1)[-1]
         name, _ = naming.problems_in(base)
         if f["area"] == "data" and name is not None and name.canonical().archive_key == key:
-            delivery = next(iter(self.cat.query("recon_known_delivery", {"file_name": base, "md5": md5,
-                                                                         "size": version.size})), None)
+            delivery = self.cat.known_delivery(base, md5, version.size)
             if delivery is not None:
                 return self._reindex(name.canonical(), version, md5, delivery)
         return self._quarantine(f, version, md5, parts)
@@ -810,12 +804,10 @@ class Repairer:
         if self.dry_run:
             return "would " + what
         record = file_record(name, size=version.size, md5=md5, bucket=self.bucket)
-        with transaction(self.cat.conn) as cur:
-            inserted = run(cur, "insert_file_if_new", record)
-            if not inserted:
-                raise RuntimeError(f"{name.file_name} is indexed under another key; not re-indexed")
-            run(cur, "recon_link_delivery", {"file_id": inserted[0]["id"], "delivery_id": delivery["id"]})
-        return f"{what}: science_files id {inserted[0]['id']}"
+        file_id = self.cat.reindex_delivered_file(record, delivery["id"])
+        if file_id is None:
+            raise RuntimeError(f"{name.file_name} is indexed under another key; not re-indexed")
+        return f"{what}: science_files id {file_id}"
 
     def _quarantine(self, f: Mapping[str, Any], version: ObjectVersion, md5: str, parts: list[str]) -> str:
         key = f["s3_key"]
@@ -835,11 +827,10 @@ class Repairer:
             self.storage.put_new(self.bucket, qkey + ".reason.json", json_bytes(reason), "application/json")
         except DestinationExists:
             log.info("reason for %s was written by an earlier attempt; kept", qkey)
-        self.cat.query("insert_quarantine", {
-            "instrument_id": instrument_of(key) or "archive", "original_key": key, "quarantine_key": qkey,
-            "reason_code": "orphan", "reason": reason["reason"], "details": json.dumps(reason["details"]),
-            "md5checksum": md5, "file_size": version.size, "dag_id": self.run["dag_id"],
-            "dag_run_id": self.run["dag_run_id"], "delivery_id": None})
+        self.cat.add_quarantine_row(
+            instrument=instrument_of(key) or "archive", original_key=key, quarantine_key=qkey, reason_code="orphan",
+            reason=reason["reason"], details_json=json.dumps(reason["details"]), md5=md5, size=version.size,
+            dag_id=self.run["dag_id"], dag_run_id=self.run["dag_run_id"])
         # The bytes are safe in quarantine (a verified copy): the archive key is cleared of exactly the version
         # copied. A versioned bucket keeps it as a noncurrent version (a delete marker is added, nothing erased).
         if _versioned(self.storage, self.bucket):
@@ -869,9 +860,8 @@ class Repairer:
         what = "mark it missing (missing_objects); no earlier version holds the recorded bytes"
         if self.dry_run:
             return "would " + what
-        self.cat.query("recon_mark_missing", {"bucket": self.bucket, "s3_key": key, "catalog_table": f["catalog_table"],
-                                              "catalog_id": f["catalog_id"], "run_id": f["run_id"],
-                                              "finding_id": f["id"]})
+        self.cat.mark_missing(bucket=self.bucket, s3_key=key, catalog_table=f["catalog_table"],
+                              catalog_id=f["catalog_id"], run_id=f["run_id"], finding_id=f["id"])
         return what
 
     @staticmethod
@@ -893,10 +883,9 @@ class Repairer:
 
     def reason(self, f: Mapping[str, Any]) -> str:
         qkey = f["s3_key"].removesuffix(".reason.json")
-        rows = self.cat.query("recon_quarantine_row", {"id": f["catalog_id"]})
-        if not rows:
+        q = self.cat.quarantine_row(f["catalog_id"])
+        if q is None:
             return "nothing to do: the quarantine row is gone"
-        q = rows[0]
         what = f"rewrite s3://{self.bucket}/{f['s3_key']} from quarantine row {q['id']} ({q['reason_code']})"
         if self.dry_run:
             return "would " + what
@@ -913,15 +902,13 @@ class Repairer:
 
     def latest(self, f: Mapping[str, Any]) -> str:
         details = f["details"] if isinstance(f["details"], dict) else json.loads(f["details"])
-        rows = self.cat.query("recon_rows_of_root", {"ids": details["rows_to_fix"]})
+        rows = self.cat.rows_of_roots(details["rows_to_fix"])
         changes = [(r["id"], r["file_root"], canonical_root(r["file_name"])) for r in rows]
         changes = [(i, old, new) for i, old, new in changes if new is not None and new != old]
         what = "; ".join(f"id {i}: file_root {old} -> {new}" for i, old, new in changes) or "nothing to change"
         if self.dry_run or not changes:
             return ("would set " if self.dry_run else "") + what
-        with transaction(self.cat.conn) as cur:
-            for i, _old, new in changes:
-                run(cur, "recon_set_file_root", {"id": i, "file_root": new})
+        self.cat.set_file_roots([(i, new) for i, _old, new in changes])
         return "set " + what
 
 
@@ -943,7 +930,7 @@ def repair(storage: Storage, cat: Catalog, run_row: Mapping[str, Any], *, bucket
     """
     fixer = Repairer(storage, cat, bucket, run_row, dry_run)
     counts: Counter[str] = Counter()
-    for f in cat.query("recon_findings", {"run_id": run_row["id"]}):
+    for f in cat.reconciliation_findings(run_row["id"]):
         if f["repair"] is None or f["repair_status"] == "applied":
             continue
         try:
@@ -952,7 +939,7 @@ def repair(storage: Storage, cat: Catalog, run_row: Mapping[str, Any], *, bucket
         except Exception as exc:
             log.exception("repair of finding %s (%s %s) failed", f["id"], f["kind"], f["s3_key"])
             text, status = f"{type(exc).__name__}: {exc}", "failed"
-        cat.query("recon_set_repair", {"id": f["id"], "status": status, "result": text[:4000]})
+        cat.set_repair(f["id"], status=status, result=text[:4000])
         log.info("%s finding %s (%s %s): %s", status, f["id"], f["kind"], f["s3_key"], text)
         counts[status] += 1
     return dict(counts)
@@ -1011,13 +998,13 @@ def summarize(cat: Catalog, run_id: int) -> Summary:
     counts = dict.fromkeys(KINDS, 0)
     severities: Counter[str] = Counter()
     by_inst: dict[str, Counter[str]] = {}
-    for f in cat.query("recon_findings", {"run_id": run_id}):
+    for f in cat.reconciliation_findings(run_id):
         counts[f["kind"]] += 1
         severities[f["severity"]] += 1
         if f["instrument_id"] in naming.INSTRUMENTS:
             by_inst.setdefault(f["instrument_id"], Counter())[f["kind"]] += 1
     stats: Counter[str] = Counter()
-    for p in cat.query("recon_partitions", {"run_id": run_id}):
+    for p in cat.reconciliation_partitions(run_id):
         for k in ("objects", "catalog_rows", "verified_objects", "verified_bytes"):
             stats[k] += int(p[k])
     return Summary(run_id, counts, dict(severities), {i: dict(c) for i, c in by_inst.items()}, dict(stats))
@@ -1036,8 +1023,8 @@ def write_report(storage: Storage, cat: Catalog, run_row: Mapping[str, Any], *, 
     """
     summary = summarize(cat, run_row["id"])
     prefix = report_prefix(run_row)
-    run_doc = cat.query("recon_run", {"run_id": run_row["id"]})[0]
-    partitions = cat.query("recon_partitions", {"run_id": run_row["id"]})
+    run_doc = cat.reconciliation_run(run_row["id"])
+    partitions = cat.reconciliation_partitions(run_row["id"])
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         json_path, csv_path = Path(tmp) / "report.json", Path(tmp) / "findings.csv"
@@ -1070,9 +1057,8 @@ def write_report(storage: Storage, cat: Catalog, run_row: Mapping[str, Any], *, 
                                       storage.upload_new(p, bucket, k, md5=m)):
                 log.info("s3://%s/%s was written by an earlier attempt", bucket, key)
     summary.report = f"s3://{bucket}/{prefix}"
-    cat.query("recon_close_run", {"run_id": run_row["id"], "status": summary.status,
-                                  "counts": json.dumps(summary.counts), "stats": json.dumps(summary.stats),
-                                  "report_prefix": prefix})
+    cat.close_reconciliation(run_row["id"], status=summary.status, counts_json=json.dumps(summary.counts),
+                             stats_json=json.dumps(summary.stats), report_prefix=prefix)
     return summary
 
 
@@ -1081,7 +1067,7 @@ def messages(cat: Catalog, summary: Summary, *, limit: int = 50) -> dict[str | N
     findings (its own). Nothing when the run is clean."""
     if not summary.total:
         return {}
-    findings = cat.query("recon_findings", {"run_id": summary.run_id})
+    findings = cat.reconciliation_findings(summary.run_id)
 
     def body(rows: list[dict[str, Any]], who: str) -> str:
         kinds = Counter(r["kind"] for r in rows)

@@ -20,10 +20,10 @@ from emm_sdc.core.storage import Storage
 
 def write_meta_kernel(cat: Catalog, storage: Storage, kernel_dir: Path, bucket: str, run_id: str) -> dict[str, Any]:
     """Write the next meta-kernel version over every active kernel; store it in the archive and kernel dir."""
-    active = cat.query("active_kernels")
+    active = cat.active_kernels()
     names = [kernels.parse_kernel_name(r["file_name"]) for r in active]
-    latest = cat.query("latest_meta_kernel")
-    version = latest[0]["version"] + 1 if latest else 1
+    latest = cat.latest_meta_kernel()
+    version = latest["version"] + 1 if latest else 1
     file_name = kernels.meta_kernel_name(version)
     text = kernels.meta_kernel_text(version, names, str(kernel_dir), note=f"Written by {run_id}.")
     dest = kernel_dir / "mk" / file_name
@@ -34,8 +34,8 @@ def write_meta_kernel(cat: Catalog, storage: Storage, kernel_dir: Path, bucket: 
     key = f"{kernels.SPICE_ROOT}/mk/{file_name}"
     storage.put_bytes(bucket, key, text.encode(), "text/plain")
     loaded = kernels.meta_kernel_entries(text)
-    mk_id = cat.query("insert_meta_kernel", {"version": version, "file_name": file_name, "s3_key": key,
-                                             "kernels": json.dumps(loaded), "dag_run_id": run_id})[0]["id"]
+    mk_id = cat.add_meta_kernel(version=version, file_name=file_name, s3_key=key, kernels_json=json.dumps(loaded),
+                                dag_run_id=run_id)
     return {"id": mk_id, "version": version, "file_name": file_name, "path": str(dest), "kernels": loaded}
 
 
@@ -46,7 +46,7 @@ def reprocessing_plan(cat: Catalog, configs: Mapping[str, ItfConfig], run_id: st
     this run's kernels) counts, so a growing kernel triggers only on its new
     part and an identical re-delivery triggers nothing.
     """
-    rows = cat.query("hope_coverage_history")
+    rows = cat.hope_coverage_history()
     new_files = {r["file_name"] for r in rows if r["dag_run_id"] == run_id}
     before = coverage.by_class(r for r in rows if r["dag_run_id"] != run_id)
     after = coverage.by_class(r for r in rows if r["superseded_by"] is None)
@@ -61,13 +61,12 @@ def reprocessing_plan(cat: Catalog, configs: Mapping[str, ItfConfig], run_id: st
         for cls, spans in fresh.items():
             worse = [c for c, q in KERNEL_QUALITY.items() if q < KERNEL_QUALITY[cls]]
             for start, end in spans:
-                found = cat.query("products_to_upgrade", {"instrument_id": inst, "levels": levels, "worse": worse,
-                                                         "start": start, "end": end})
+                found = cat.products_to_upgrade(inst, levels, worse, start, end)
                 product_ids |= {r["id"] for r in found}
                 upgraded += [f"{r['file_name']} ({r['pred_rec']} -> {cls})" for r in found]
         if not product_ids:
             continue
-        roots = [r["file_name"] for r in cat.query("l0_roots", {"product_ids": sorted(product_ids)})]
+        roots = cat.l0_roots(sorted(product_ids))
         spans_text = "; ".join(f"{cls}: " + ", ".join(f"{s:%Y-%m-%dT%H:%M}..{e:%Y-%m-%dT%H:%M}" for s, e in spans)
                                for cls, spans in fresh.items() if spans)
         plans.append({

@@ -242,10 +242,9 @@ def select(cat: Catalog, window: Window, rules: Sequence[Rules]) -> list[dict[st
     for r in rules:
         if not r.levels:
             continue
-        rows += cat.query("release_candidates", {
-            "instrument_id": r.instrument, "levels": list(r.levels), "pred_rec": r.kernel_classes(),
-            "start": window.start_time, "end": window.end_time, "carry_over": window.batch is not None,
-        })
+        rows += cat.release_candidates(instrument=r.instrument, levels=r.levels, kernel_classes=r.kernel_classes(),
+                                       start=window.start_time, end=window.end_time,
+                                       carry_over=window.batch is not None)
     return rows
 
 
@@ -350,8 +349,7 @@ def publish(cat: Catalog, window: Window, rules: Sequence[Rules], ok: Sequence[M
 
 
 def release_row(cat: Catalog, name: str) -> dict[str, Any] | None:
-    rows = cat.query("release_by_name", {"name": name})
-    return rows[0] if rows else None
+    return cat.release_by_name(name)
 
 
 # ---------------------------------------------------------------- manifests and notes
@@ -488,7 +486,7 @@ def put_once(storage: Storage, bucket: str, key: str, data: bytes, content_type:
 
 def write_documents(cat: Catalog, storage: Storage, bucket: str, release: Mapping[str, Any]) -> dict[str, str]:
     """Render a published release's manifest and notes from the catalog and write those missing."""
-    rows = cat.query("release_manifest", {"release_id": release["id"]})
+    rows = cat.release_manifest(release["id"])
     prefix = release["manifest_prefix"] or Window(release["period_start"], release["period_end"],
                                                   release["batch"]).prefix
     return {prefix + name: put_once(storage, bucket, prefix + name, data, ctype)
@@ -532,7 +530,7 @@ def copy_release(cat: Catalog, storage: Storage, archive: str, public: str,
     """Copy a release's released files and every object under its prefix (manifests, notes, withdrawal
     records) to the public bucket, keeping keys. Withdrawn files are not copied."""
     result: dict[str, Any] = {"copied": [], "present": 0, "failed": []}
-    rows = cat.query("release_manifest", {"release_id": release["id"]})
+    rows = cat.release_manifest(release["id"])
     todo = [(r["bucket"], r["s3_key"], str(r["md5checksum"]).strip()) for r in rows if r["released"]]
     todo += [(archive, o.key, None) for o in storage.list(archive, release["manifest_prefix"])]
     for bucket, key, md5 in todo:
@@ -570,9 +568,9 @@ def withdraw(cat: Catalog, *, reason: str, requested_by: str, file_names: Sequen
         rel = release_row(cat, name)
         if rel is None:
             raise ReleaseError(f"{name} has not been published")
-        state = [{**r, "id": r["file_id"]} for r in cat.query("release_manifest", {"release_id": rel["id"]})]
+        state = [{**r, "id": r["file_id"]} for r in cat.release_manifest(rel["id"])]
     else:
-        state = cat.query("release_state_of_files", {"file_names": list(file_names)})
+        state = cat.release_state_of_files(file_names)
         missing = sorted(set(file_names) - {r["file_name"] for r in state})
         if missing:
             raise ReleaseError(f"not in the catalog: {missing}")

@@ -1,7 +1,7 @@
 """Site settings shared by every instrument, read from ``EMM_*`` environment variables.
 
-Secrets never live here: S3 and PostgreSQL credentials come from the Airflow
-connections named by ``aws_conn_id`` and ``catalog_conn_id``.
+Secrets never live here: S3, PostgreSQL and image-registry credentials come from the
+Airflow connections named by ``aws_conn_id``, ``catalog_conn_id`` and ``docker_conn_id``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ class Settings:
     #: are parsed). Default ``<project>/.sdc/last-good-configs`` (gitignored). In a deployment whose
     #: workers and DAG processor run on different machines it must be a volume they share.
     last_good_dir: Path = field(default_factory=lambda: project_root() / ".sdc" / "last-good-configs")
+    #: ``EMM_DOCKER_CONN_ID``: the Airflow Docker connection the ``docker`` runner logs in with before it pulls
+    #: (host = the registry, login and password): what a private registry needs. None: no login.
+    docker_conn_id: str | None = None
+    #: ``EMM_DOCKER_URL``: the Docker-API engine the ``docker`` runner talks to (e.g. ``unix:///run/docker.sock``,
+    #: ``tcp://host:2376``). None: the docker provider's default (``DOCKER_HOST``, else the local socket).
+    docker_url: str | None = None
 
     @property
     def sql_dir(self) -> Path:
@@ -69,6 +75,8 @@ def get_settings() -> Settings:
         environment=env,
         last_good_dir=Path(os.environ.get("EMM_LAST_GOOD_DIR") or project_root() / ".sdc" / "last-good-configs"),
         inbox_queue_url_prefix=_queue_prefix(os.environ.get("EMM_INBOX_QUEUE_URL_PREFIX")),
+        docker_conn_id=os.environ.get("EMM_DOCKER_CONN_ID") or None,
+        docker_url=os.environ.get("EMM_DOCKER_URL") or None,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from airflow.sdk import Asset, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -74,8 +74,11 @@ started: clear this task.
 """
 
 
-def announce_task(asset: Asset, level: str, query: str, what: str, inlets: list[Asset] | None = None) -> Any:
-    """A task that emits an Asset event listing this run's new files of one level (named query ``query``).
+def announce_task(asset: Asset, level: str, what: Literal["files", "products"],
+                  inlets: list[Asset] | None = None) -> Any:
+    """A task that emits an Asset event listing this run's new files of one level.
+
+    ``what``: ``files`` an ingest run archived, or ``products`` a processing run indexed.
 
     Skipped when the run made none, so consumers are not triggered for nothing. ``inlets``: the Assets the
     level is made from, for the asset graph's lineage (:func:`emm_sdc.assets.level_inlets`).
@@ -87,8 +90,9 @@ def announce_task(asset: Asset, level: str, query: str, what: str, inlets: list[
         from emm_sdc import connections
 
         ctx = get_current_context()
-        rows = connections.catalog().query(
-            query, {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"], "data_level": level})
+        cat = connections.catalog()
+        made = cat.files_archived_in_run if what == "files" else cat.products_made_in_run
+        rows = made(ctx["dag"].dag_id, ctx["run_id"], level)
         names = [r["file_name"] for r in rows]
         if not names:
             raise AirflowSkipException(f"no new {level} {what} in this run")

@@ -64,7 +64,7 @@ def new_calibration_note(cat: Any, cfg: ItfConfig, dag_id: str, dag_run_id: str)
     """New calibration versions this run archived, and the backfill that remakes what uses ``latest``."""
     from emm_sdc.campaigns import backfill_command
 
-    new = cat.query("calibration_archived_in_run", {"dag_id": dag_id, "dag_run_id": dag_run_id})
+    new = cat.calibration_archived_in_run(dag_id, dag_run_id)
     if not new:
         return None
     users = [s.level for s in cfg.processing.chain if s.calibration == "latest"]
@@ -99,7 +99,8 @@ retries, then the next run). A repeating error on the last try quarantines it as
 """
 REPORT_DOC = """\
 **What it does**: sums the run up from the catalog (archived / duplicate / quarantined, what is left in the
-inbox and why), writes the run note (quarantines with reasons) and tells the ITF of quarantined files.
+inbox and why, files archived with packet-sequence warnings), writes the run note (quarantines with reasons,
+sequence warnings) and tells the ITF of quarantined files.
 Its return value (XCom tab) is the full report.
 
 **If it fails**: the catalog or the Airflow API was unreachable; nothing is lost (the report is a summary
@@ -120,6 +121,19 @@ def quarantine_note(summary: dict[str, Any], limit: int = 8) -> str | None:
         lines.append(f"- ... and {len(quarantined) - limit} more: see the `report` task's XCom")
     lines += ["", "Each file's `handle_file` task is *skipped*; quarantined copies and reasons are under "
               "`emm/quarantine/<inst>/<delivery id>/` (`F.reason.json`)."]
+    return "\n".join(lines)
+
+
+def sequence_note(summary: dict[str, Any], limit: int = 8) -> str | None:
+    """The run note's lines on files archived with CCSDS sequence-count warnings (Markdown), or None."""
+    warned = summary.get("packet_sequence") or []
+    if not warned:
+        return None
+    lines = [f"**{len(warned)} file(s) archived with packet-sequence warnings** (`ingest.packet_sequence: warn`):",
+             ""]
+    lines += [f"- `{w['file'].rsplit('/', 1)[-1]}`: {w['summary'][:200]}" for w in warned[:limit]]
+    if len(warned) > limit:
+        lines.append(f"- ... and {len(warned) - limit} more: see the `report` task's XCom")
     return "\n".join(lines)
 
 
@@ -178,7 +192,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
             """Summarise the run from the catalog; notify the ITF of quarantined files."""
             ctx = run_context()
             cat = connections.catalog()
-            rows = cat.query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
+            rows = cat.run_deliveries(ctx.dag_id, ctx.dag_run_id)
             summary: dict[str, Any] = {"archived": 0, "duplicate": 0, "quarantined": 0}
             for r in rows:
                 summary[r["outcome"]] += 1
@@ -195,8 +209,12 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                     subject=f"[EMM SDC] {len(quarantined)} {inst} file(s) quarantined",
                     body=f"Run {ctx.dag_run_id} of {ctx.dag_id} quarantined:\n{body}",
                 ).notify(get_current_context())
+            summary["packet_sequence"] = [
+                {"file": r["inbox_key"], "outcome": r["outcome"], "summary": r["summary"]}
+                for r in cat.packet_sequence_anomalies(ctx.dag_id, ctx.dag_run_id) if r["verdict"] == "warned"
+            ]
             summary["calibration"] = new_calibration_note(cat, cfg, ctx.dag_id, ctx.dag_run_id)
-            note = quarantine_note(summary)
+            note = "\n\n".join(n for n in (quarantine_note(summary), sequence_note(summary)) if n)
             if note:
                 summary["note_set"] = connections.set_run_note(ctx.dag_id, ctx.dag_run_id, note)
             log.info("ingest summary: %s", {k: v for k, v in summary.items() if k != "waiting"}
@@ -222,7 +240,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
                        "that is ready or overdue. *Skipped*: nothing came within `ingest.wait_minutes`.\n\n"
                        "**If it fails**: S3 could not be listed (connection `emm_s3`); the next cron run re-arms it.",
             ) >> items
-        announced = [announce_task(level_asset(inst, lvl), lvl, "files_of_run", "files") for lvl in ("l0", "hk")]
+        announced = [announce_task(level_asset(inst, lvl), lvl, "files") for lvl in ("l0", "hk")]
         handled >> announced
         handled >> report()
         handled >> fail_if_any_failed()

@@ -98,14 +98,13 @@ def select_inputs(cat: Catalog, cfg: ItfConfig, params: Mapping[str, Any], event
     if names:
         rows = named_files(cat, names)
     elif orbits:
-        rows = cat.query("science_l0_by_orbit", {"instrument_id": inst, "orbits": orbits})
+        rows = cat.science_l0_of_orbits(inst, orbits)
     elif start_day:
         start, end = start_day, (end_day or start_day) + timedelta(days=1)
-        rows = cat.query("science_l0_by_time", {"instrument_id": inst, "start": start, "end": end})
+        rows = cat.science_l0_between(inst, start, end)
     else:
         first = cfg.processing.chain[0].level
-        rows = cat.query("unprocessed_inputs",
-                         {"instrument_id": inst, "input_level": "l0", "target_level": first})
+        rows = cat.unprocessed_inputs(inst, "l0", first)
     return science_l0(cfg, rows)
 
 
@@ -186,7 +185,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
             cat = connections.catalog()
             params = dict(ctx["params"])
             rows = select_inputs(cat, cfg, params, event_files)
-            units = plan_units_from(cfg, rows, coverage.by_class(cat.query("hope_coverage")))
+            units = plan_units_from(cfg, rows, coverage.by_class(cat.hope_coverage()))
             log.info("%d input file(s) in %d unit(s): %s", len(rows), len(units), [u["unit"] for u in units])
             return [{**u, "lane": "daily", "reason": text_param(params, "reason")} for u in units]
 
@@ -196,7 +195,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
                         lane_args(cfg, "daily"))
 
         groups = unit_chain.expand(unit=plan_units())
-        groups >> [announce_task(level_asset(inst, step.level), step.level, "products_of_run", "products",
+        groups >> [announce_task(level_asset(inst, step.level), step.level, "products",
                                  inlets=level_inlets(inst, step)) for step in chain]
         swept = sweep_runs()
         groups >> swept

@@ -17,8 +17,6 @@ Settings: ``reconciliation:`` in the site config (``include/sdc.yaml``). See doc
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -244,41 +242,3 @@ def notify(cat: Any, summary: rc.Summary, ctx: Any) -> None:
             SdcNotifier.from_config(contacts, subject, body).notify(ctx)
         except Exception:  # a message is a courtesy: the report and the catalog hold the record
             log.exception("the reconciliation message to %s was not sent", audience or "the operators")
-
-
-def demo(log_dir: str) -> int:
-    """``./sdc demo``'s last step: one real run of the DAG (dag.test), then its findings printed."""
-    from pathlib import Path
-
-    out = Path(log_dir) / f"{DAG_ID}.log"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with out.open("w") as fh:  # Airflow's run output goes to the log file; the findings to the terminal
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-        try:
-            state = build_reconcile_dag().test().state
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-    cat = connections.catalog()
-    runs = cat.query("recon_last_run", {"dag_id": DAG_ID})
-    if not runs:
-        print(f"      the reconciliation did not finish (state {state}); see {out}")
-        return 1
-    summary = rc.summarize(cat, runs[0]["id"])
-    print(f"      {DAG_ID}: run {state} (red on any error finding); {summary.total} finding(s) over "
-          f"{summary.stats.get('objects', 0)} objects, {summary.stats.get('verified_objects', 0)} re-read; "
-          f"log {out}")
-    for f in cat.query("recon_findings", {"run_id": runs[0]["id"]}):
-        print(f"      [{f['severity']}] {f['kind']}: {f['s3_key']}\n          expected {f['expected']}\n"
-              f"          found    {f['found']}\n          action   {f['action'][:160]}...")
-    return 0
-
-
-if __name__ == "__main__":  # python -m emm_sdc.pipeline.reconcile demo <log dir>
-    sys.exit(demo(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[1] == "demo" else 2)

@@ -200,7 +200,7 @@ def build_release_dag() -> DAG:
         def verify(chunk: dict[str, Any]) -> dict[str, Any]:
             """Read each selected object and compare its size and MD5 with the catalog's."""
             get_current_context()["chunk_label"] = chunk["label"]  # type: ignore[typeddict-unknown-key]
-            rows = connections.catalog().query("files_to_verify", {"ids": chunk["ids"]})
+            rows = connections.catalog().files_to_verify(chunk["ids"])
             ok, withheld = release.verify(connections.storage(), rows)
             for w in withheld:
                 log.error("withheld %s (%s): %s; expected %s, found %s", w["file_name"], w["s3_key"], w["reason"],
@@ -228,7 +228,7 @@ def build_release_dag() -> DAG:
                     log.warning("%s withheld when it was published: %s", window.name, row["withheld"])
                 return {**base, **_summary(row), "published": not plan["dry_run"]}
             if plan["dry_run"]:
-                rows = cat.query("release_preview", {"ids": [o["id"] for o in ok], "start": window.start_time})
+                rows = cat.release_preview([o["id"] for o in ok], window.start_time)
                 info = release.ReleaseInfo(window.name, window.batch, window.start, window.end, "(dry run)",
                                            release.rules_record(_rules(plan)), len(found))
                 notes = release.release_notes(info, release.manifest_entries(rows)).decode()
@@ -373,8 +373,7 @@ def build_withdraw_dag() -> DAG:
             if summary["dry_run"]:
                 raise AirflowSkipException("dry run: nothing is written")
             ctx = get_current_context()
-            rows = connections.catalog().query("withdrawals_of_run",
-                                               {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"]})
+            rows = connections.catalog().withdrawals_of_run(ctx["dag"].dag_id, ctx["run_id"])
             storage = connections.storage()
             archive, public = get_settings().archive_bucket, release.public_bucket()
             out: dict[str, Any] = {"records": [], "public_removed": []}

@@ -111,8 +111,7 @@ def select_interval(
         return science_l0(cfg, named_files(cat, names, "files: "))
     if start is None or end is None:
         raise AirflowFailException("this run has no data interval; give files, or use a backfill")
-    return science_l0(cfg, cat.query("science_l0_by_time", {"instrument_id": cfg.instrument, "start": start,
-                                                            "end": end}))
+    return science_l0(cfg, cat.science_l0_between(cfg.instrument, start, end))
 
 
 def dry_run_report(
@@ -252,42 +251,36 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
             start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
             cat, storage = connections.catalog(), connections.storage()
             rows = select_interval(cat, cfg, params, None if list_param(params, "files") else start, end)
-            units = plan_units_from(cfg, rows, coverage.by_class(cat.query("hope_coverage")))
+            units = plan_units_from(cfg, rows, coverage.by_class(cat.hope_coverage()))
             dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
             key, kind = campaign_identity(dag_id, run_type, run_id, dict(dag_run.conf or {}))
             force, dry = bool(params.get("force")), bool(params.get("dry_run"))
             cal_steps = sorted(
                 {str(s.calibration) for s in chain if getattr(s, "calibration", None) is not None and s.level in wanted}
             )
-            campaign_id = cat.query(
-                "upsert_campaign",
-                {
-                    "campaign_key": key,
-                    "instrument_id": inst,
-                    "dag_id": dag_id,
-                    "kind": kind,
-                    "requested_by": getattr(dag_run, "triggering_user_name", None),
-                    "reason": reason,
-                    "levels": json.dumps(wanted),
-                    "force": force,
-                    "dry_run": dry,
-                    "image": cfg.processing.runner.image if cfg.processing.runner.kind != "local" else None,
-                    "processor": processor_identity(cfg),
-                    "calibration": ",".join(cal_steps) or None,
-                },
-            )[0]["id"]
-            campaign_run_id = cat.query(
-                "open_campaign_run",
-                {
-                    "campaign_id": campaign_id,
-                    "dag_id": dag_id,
-                    "dag_run_id": run_id,
-                    "clear_number": int(getattr(dag_run, "clear_number", 0) or 0),
-                    "interval_start": start,
-                    "interval_end": end,
-                    "inputs": len(rows),
-                },
-            )[0]["id"]
+            campaign_id = cat.upsert_campaign(
+                campaign_key=key,
+                instrument_id=inst,
+                dag_id=dag_id,
+                kind=kind,
+                requested_by=getattr(dag_run, "triggering_user_name", None),
+                reason=reason,
+                levels=json.dumps(wanted),
+                force=force,
+                dry_run=dry,
+                image=cfg.processing.runner.image if cfg.processing.runner.kind != "local" else None,
+                processor=processor_identity(cfg),
+                calibration=",".join(cal_steps) or None,
+            )
+            campaign_run_id = cat.open_campaign_run(
+                campaign_id=campaign_id,
+                dag_id=dag_id,
+                dag_run_id=run_id,
+                clear_number=int(getattr(dag_run, "clear_number", 0) or 0),
+                interval_start=start,
+                interval_end=end,
+                inputs=len(rows),
+            )
             units = [
                 {
                     **u,
@@ -314,18 +307,8 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
                 report = dry_run_report(cat, storage, cfg, units, wanted, dag_id=dag_id, run_id=run_id)
                 for line in report:
                     log.info("would %s %s %s: %s", line["action"], line["unit"], line["level"], line["why"])
-                cat.query(
-                    "close_campaign_run",
-                    {
-                        "campaign_run_id": campaign_run_id,
-                        "status": "success",
-                        "inputs": len(rows),
-                        "remade": 0,
-                        "skipped": 0,
-                        "failed": 0,
-                        "planned": json.dumps(report),
-                    },
-                )
+                cat.close_campaign_run(campaign_run_id, status="success", inputs=len(rows), remade=0, skipped=0,
+                                       failed=0, planned=json.dumps(report))
                 return []
             return units
 
@@ -344,21 +327,17 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
             """Count what the run remade, skipped and failed; close its campaign record."""
             ctx = get_current_context()
             cat = connections.catalog()
-            row = cat.query("campaign_run_by_dag_run", {"dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"]})
-            if not row:
+            run = cat.campaign_run_of_dag_run(ctx["dag"].dag_id, ctx["run_id"])
+            if run is None:
                 raise AirflowSkipException(NO_OP)
-            run = row[0]
             if run["planned"] is not None:  # a dry run: closed by plan
                 summary = {"dry_run": True, "planned": run["planned"]}
                 connections.set_run_note(ctx["dag"].dag_id, ctx["run_id"], run_note(run, summary))
                 return summary
-            counts = cat.query("job_counts_of_campaign_run", {"campaign_run_id": run["id"]})[0]
+            counts = cat.job_counts_of_campaign_run(run["id"])
             inputs = run["inputs"]
             status = "failed" if counts["failed"] else "success"
-            cat.query(
-                "close_campaign_run",
-                {"campaign_run_id": run["id"], "status": status, "inputs": inputs, "planned": None, **counts},
-            )
+            cat.close_campaign_run(run["id"], status=status, inputs=inputs, planned=None, **counts)
             summary = {"campaign_run": run["id"], "status": status, "inputs": inputs, **counts}
             log.info("campaign run %s: %s", run["id"], summary)
             connections.set_run_note(ctx["dag"].dag_id, ctx["run_id"], run_note(run, summary))
@@ -368,7 +347,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
         groups = unit_chain.expand(unit=units)
         closed = close_campaign()
         groups >> closed
-        groups >> [announce_task(level_asset(inst, step.level), step.level, "products_of_run", "products",
+        groups >> [announce_task(level_asset(inst, step.level), step.level, "products",
                                  inlets=level_inlets(inst, step)) for step in chain]
         [groups, closed] >> fail_if_any_failed()
 

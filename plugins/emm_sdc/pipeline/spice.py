@@ -192,7 +192,7 @@ def build_spice_refresh_dag() -> DAG:
             """A new meta-kernel version when this run archived kernels."""
             ctx = get_current_context()
             cat = connections.catalog()
-            if not cat.query("kernels_of_run", {"dag_run_id": ctx["run_id"]}):
+            if not cat.kernels_archived_in_run(ctx["run_id"]):
                 raise AirflowSkipException("no new kernels in this run")
             mk = write_meta_kernel(cat, connections.storage(), settings.kernel_dir, settings.archive_bucket,
                                    ctx["run_id"])
@@ -220,7 +220,7 @@ def build_spice_refresh_dag() -> DAG:
         @task(trigger_rule=TriggerRule.ALL_DONE, doc_md=REPORT_DOC)
         def report() -> dict[str, Any]:
             ctx = run_context()
-            rows = connections.catalog().query("run_deliveries", {"dag_id": ctx.dag_id, "dag_run_id": ctx.dag_run_id})
+            rows = connections.catalog().run_deliveries(ctx.dag_id, ctx.dag_run_id)
             waiting = run_waiting(connections.storage(), settings.inbox_bucket, prefix,
                                   ("plan_generic", "plan_hope"), ("handle_generic", "handle_hope"))
             quarantined = [r for r in rows if r["outcome"] == "quarantined"]

@@ -18,7 +18,6 @@ production image, and records who did it and why.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from datetime import UTC, datetime
@@ -109,7 +108,7 @@ def reference_rows(cat: Catalog, cfg: ItfConfig, names: list[str]) -> list[dict[
         if missing:
             raise AirflowFailException(f"reference inputs not in the catalog: {missing}")
         return rows
-    rows = cat.query("latest_science_l0", {"instrument_id": cfg.instrument})
+    rows = cat.l0_of_latest_orbit(cfg.instrument)
     rows = [r for r in rows if cfg.classify(r["file_name"]) == "science"]
     if not rows:
         raise AirflowFailException(f"no archived {cfg.instrument} L0 to use as reference inputs")
@@ -117,7 +116,7 @@ def reference_rows(cat: Catalog, cfg: ItfConfig, names: list[str]) -> list[dict[
 
 
 def stage_level(cat: Catalog, storage: Storage, cfg: ItfConfig, step: ChainStep, role: dict[str, Any], *,
-                dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int = 1) -> JobSpec | None:
+                dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> JobSpec | None:
     """Stage one level's job for one role: L0 from the archive, later levels from this role's results."""
     base = check_dir(dag_id, run_id)
     runner = staging_runner(cfg)
@@ -150,7 +149,7 @@ def stage_level(cat: Catalog, storage: Storage, cfg: ItfConfig, step: ChainStep,
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(local, dest)
     open_job(cat, storage, cfg, spec, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
-             try_number=try_number)
+             try_number=try_number, staging_check_id=role["check_id"])
     return spec
 
 
@@ -238,10 +237,9 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
                 raise AirflowFailException(f"{candidate!r} is already the production image of {inst}")
             rows = reference_rows(cat, cfg, list_param(params, "reference_inputs"))
             names = sorted(r["file_name"] for r in rows)
-            check_id = cat.query("start_staging_check", {
-                "instrument_id": inst, "candidate_image": candidate, "production_image": production,
-                "dag_id": ctx["dag"].dag_id, "dag_run_id": ctx["run_id"], "reference_inputs": json.dumps(names),
-            })[0]["id"]
+            check_id = cat.start_staging_check(
+                instrument=inst, candidate_image=candidate, production_image=production, dag_id=ctx["dag"].dag_id,
+                dag_run_id=ctx["run_id"], reference_inputs=names)
             roles = [{"role": "candidate", "image": candidate}]
             if production:
                 roles.insert(0, {"role": "production", "image": production})
@@ -265,8 +263,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
             levels: dict[str, Any] = {}
             passed = True
             lines = []
-            failed_jobs = [r for r in cat.query("runs_of_check", {"reason": f"staging check {check_id} %"})
-                           if r["status"] != "success"]
+            failed_jobs = [r for r in cat.runs_of_staging_check(check_id) if r["status"] != "success"]
             if failed_jobs:
                 passed = False
                 lines += [f"job failed: {r['data_level']} {r['reason']}: {(r['message'] or '')[:300]}"
@@ -296,8 +293,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
             key = f"{STAGING_ROOT}/{inst}/{check_id}/report.json"
             storage.put_json(bucket, key, body)
             summary = "\n".join(lines) or "all levels identical or within tolerance"
-            cat.query("finish_staging_check", {"check_id": check_id, "status": verdict, "summary": summary[:8000],
-                                                "report_uri": f"s3://{bucket}/{key}"})
+            cat.finish_staging_check(check_id, status=verdict, summary=summary[:8000], report_uri=f"s3://{bucket}/{key}")
             shutil.rmtree(base, ignore_errors=True)
             log.info("staging check %s %s:\n%s", check_id, verdict.upper(), summary)
             if not passed:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 
@@ -86,31 +86,44 @@ def batch_environment(spec: JobSpec, s3_endpoint: str | None) -> dict[str, str]:
 
 
 class SdcBatchOperator(BatchOperator):
-    """BatchOperator that submits one staged SDC job (``job`` = the ``prepare`` task's output)."""
+    """BatchOperator that submits one staged SDC job (``job`` = the ``prepare`` task's output).
 
-    template_fields = (*BatchOperator.template_fields, "job")
+    ``job`` is rendered first (the prepare task's XCom); the render step then sets the provider's own template
+    fields from it -- ``job_name``, ``job_definition`` (registered if the YAML changed), ``job_queue`` (the
+    lane's), ``container_overrides`` (command and environment) and ``tags`` -- so the task's Rendered Templates
+    show what was submitted, and ``execute`` only submits it.
+    """
+
+    template_fields = ("job", *BatchOperator.template_fields)
+    template_fields_renderers: ClassVar[dict[str, str]] = {**BatchOperator.template_fields_renderers,
+                                                           "job": "json", "tags": "json"}
 
     def __init__(self, *, job: Any, runner: RunnerConfig, **kwargs: Any):
         super().__init__(
-            job_name="resolved-from-the-job", job_definition="resolved", job_queue="resolved",
+            job_name="", job_definition="", job_queue="",  # the job's, set when the job is rendered
             deferrable=True, poll_interval=runner.batch.poll_seconds if runner.batch else 30, **kwargs,
         )
         self.job = job
         self.runner = runner
 
-    def _configure(self, spec: JobSpec) -> None:
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.configure(JobSpec.from_dict(self.job))
+
+    def configure(self, spec: JobSpec) -> None:
+        """The submission from the staged job; registers a job definition revision when the YAML changed it."""
         assert self.runner.batch is not None and spec.image
         self.job_name = safe_id(f"emm-{spec.instrument}-{spec.level}-{spec.work_unit}-{spec.processing_run_id}")[:128]
         self.job_definition = ensure_job_definition(self.hook.client, spec.instrument, spec.environment,
                                                     self.runner, spec.image)
         self.job_queue = self.runner.batch.job_queues[spec.lane]  # type: ignore[index]
         env = batch_environment(spec, s3_endpoint_of(self.aws_conn_id))
-        self.container_overrides = {"environment": [{"name": k, "value": v} for k, v in sorted(env.items())]}
+        self.container_overrides = {"command": list(PROCESSOR_COMMAND),
+                                    "environment": [{"name": k, "value": v} for k, v in sorted(env.items())]}
         self.tags = {"emm:job": spec.job_id[:256], "emm:instrument": spec.instrument, "emm:lane": spec.lane}
 
     def execute(self, context: Any) -> str | None:
         spec = JobSpec.from_dict(self.job)
-        self._configure(spec)
         try:
             return super().execute(context)
         except Exception as exc:

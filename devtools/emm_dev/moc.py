@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from emm_sdc.synthetic import Delivered
+from emm_dev.synthetic import Delivered
 
 
 def deliver(client: Any, bucket: str, prefix: str, files: Iterable[Delivered], *, sidecars: bool = True) -> list[str]:

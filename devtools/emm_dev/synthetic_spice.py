@@ -12,21 +12,23 @@ Plain Python (no Airflow, no network). Everything is computed here from publishe
   barycentre (4), so every SPICE chain a DE gives (Sun from Mars, Mars from the SSB) works.
 * :func:`write_hope_spk` — Hope (-62) relative to Mars (499): a two-body Keplerian science
   orbit (periapsis altitude 20,000 km, 55 h period so periapsis falls at every
-  :func:`emm_sdc.synthetic.orbit_start`, 25 deg inclination to Mars' equator).
+  :func:`emm_dev.synthetic.orbit_start`, 25 deg inclination to Mars' equator).
   :func:`hope_state` is the same orbit in pure numpy, for independent checks.
 * :func:`write_hope_ck` — nadir-pointing attitude of frame -62000 relative to J2000 (type 3 CK).
 * :func:`kernel_delivery` — a delivery with EMM kernel names (``core/kernels.py``) and md5sum sidecars.
 
-Writers never touch SPICE's (process-global) kernel pool: times are converted with
-:func:`utc_to_et`, a numpy copy of SPICE's UTC -> TDB algorithm using the same LSK constants.
-The same arguments always write byte-identical files.
+Writers leave SPICE's (process-global) kernel pool as they found it: times are converted by SPICE
+itself (:func:`utc_to_et`, :func:`et_to_utc`) with this module's LSK put into the pool for the call
+and the pool's own ``DELTET/*`` values put back afterwards. The same arguments always write
+byte-identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
@@ -34,24 +36,68 @@ from typing import Final
 import numpy as np
 import spiceypy
 
+from emm_dev.synthetic import ORBIT_EPOCH, ORBIT_PERIOD, Delivered
 from emm_sdc.core import checksums, kernels, naming, spice
-from emm_sdc.synthetic import ORBIT_EPOCH, ORBIT_PERIOD, Delivered
 
 # --------------------------------------------------------------------------- time
 
+#: The leap-second kernel :func:`write_lsk` writes: NAIF's LSK constants and leap-second table, as in
+#: naif0012.tls (TAI - UTC = 37 s since 2017-01-01). (TAI - UTC in seconds, UTC date it starts.)
+LEAP_SECONDS: Final = (
+    (10, date(1972, 1, 1)), (11, date(1972, 7, 1)), (12, date(1973, 1, 1)), (13, date(1974, 1, 1)),
+    (14, date(1975, 1, 1)), (15, date(1976, 1, 1)), (16, date(1977, 1, 1)), (17, date(1978, 1, 1)),
+    (18, date(1979, 1, 1)), (19, date(1980, 1, 1)), (20, date(1981, 7, 1)), (21, date(1982, 7, 1)),
+    (22, date(1983, 7, 1)), (23, date(1985, 7, 1)), (24, date(1988, 1, 1)), (25, date(1990, 1, 1)),
+    (26, date(1991, 1, 1)), (27, date(1992, 7, 1)), (28, date(1993, 7, 1)), (29, date(1994, 7, 1)),
+    (30, date(1996, 1, 1)), (31, date(1997, 7, 1)), (32, date(1999, 1, 1)), (33, date(2006, 1, 1)),
+    (34, date(2009, 1, 1)), (35, date(2012, 7, 1)), (36, date(2015, 7, 1)), (37, date(2017, 1, 1)),
+)
+_MONTHS: Final = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+#: The LSK's data lines (between ``\\begindata`` and ``\\begintext``).
+LSK_DATA: Final = (
+    "DELTET/DELTA_T_A       =   32.184",
+    "DELTET/K               =    1.657D-3",
+    "DELTET/EB              =    1.671D-2",
+    "DELTET/M               = (  6.239996D0   1.99096871D-7 )",
+    "",
+    "DELTET/DELTA_AT        = (",
+    *(f"                           {n:2d}, @{d.year}-{_MONTHS[d.month - 1]}-{d.day}{' )' * (d == LEAP_SECONDS[-1][1])}"
+      for n, d in LEAP_SECONDS),
+)
+_LSK_VARIABLES: Final = ("DELTET/DELTA_T_A", "DELTET/K", "DELTET/EB", "DELTET/M", "DELTET/DELTA_AT")
+
+
+@contextmanager
+def _this_lsk() -> Iterator[None]:
+    """This module's LSK in SPICE's kernel pool for the duration; the ``DELTET/*`` values the pool held
+    before (or their absence) are restored afterwards, whatever else the pool holds."""
+    saved: dict[str, list[float] | None] = {}
+    for name in _LSK_VARIABLES:
+        saved[name] = list(spiceypy.gdpool(name, 0, spiceypy.dtpool(name)[0])) if spiceypy.expool(name) else None
+    spiceypy.lmpool(list(LSK_DATA))
+    try:
+        yield
+    finally:
+        for name, values in saved.items():
+            if values is None:
+                spiceypy.dvpool(name)
+            else:
+                spiceypy.pdpool(name, values)
+
 
 def utc_to_et(times: datetime | Sequence[datetime]) -> np.ndarray:
-    """TDB seconds past J2000 of UTC ``times`` (as ``str2et`` with the LSK :func:`write_lsk` writes),
-    without touching the kernel pool."""
+    """TDB seconds past J2000 of UTC ``times`` (as ``str2et`` with the LSK :func:`write_lsk` writes)."""
     seq = [times] if isinstance(times, datetime) else list(times)
     if any(t.tzinfo is None for t in seq):
         raise ValueError("times must be timezone-aware (UTC)")
-    return spice.utc_to_et(seq, pool=False)
+    with _this_lsk():
+        return spice.utc_to_et(seq)
 
 
 def et_to_utc(et: float) -> datetime:
     """UTC datetime (microseconds) of TDB seconds past J2000 — the inverse of :func:`utc_to_et`."""
-    return spice.et_to_datetime(et, pool=False)
+    with _this_lsk():
+        return spice.et_to_datetime(et)
 
 
 # --------------------------------------------------------------------------- text kernels
@@ -73,9 +119,7 @@ def _fmt(values: Sequence[float]) -> str:
 
 def write_lsk(path: str | Path) -> Path:
     """Write a NAIF leap-second kernel with the published table (as in ``naif0012.tls``)."""
-    months = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-    rows = "\n".join(f"                           {n:2d}, @{d.year}-{months[d.month - 1]}-{d.day}"
-                     for n, d in spice.LEAP_SECONDS)
+    data = "\n".join(LSK_DATA)
     text = f"""KPL/LSK
 
 EMM SDC synthetic leap-second kernel: the NAIF LSK constants and the leap-second
@@ -83,13 +127,7 @@ table up to 2017-01-01 (TAI - UTC = 37 s), as published in naif0012.tls.
 
 \\begindata
 
-DELTET/DELTA_T_A       =   {spice.DELTET_DELTA_T_A!r}
-DELTET/K               =    1.657D-3
-DELTET/EB              =    1.671D-2
-DELTET/M               = (  6.239996D0   1.99096871D-7 )
-
-DELTET/DELTA_AT        = (
-{rows} )
+{data}
 
 \\begintext
 """
@@ -428,7 +466,7 @@ def kernel_delivery(out_dir: str | Path, *, start: datetime, end: datetime, spk_
     version ``version``, sampled every ``step_s``; their names' dates are the first and last UTC
     day of the coverage read back from the written file. ``generic`` adds the LSK, PCK, SCLK and
     planetary SPK, always ``v01`` (their content does not depend on the arguments). Records are
-    :class:`emm_sdc.synthetic.Delivered` with ``instrument="spice"`` and ``level`` = kernel type.
+    :class:`emm_dev.synthetic.Delivered` with ``instrument="spice"`` and ``level`` = kernel type.
     """
     if spk_class not in kernels.CLASS_ORDER:
         raise ValueError(f"spk_class must be one of {list(kernels.CLASS_ORDER)}, got {spk_class!r}")

@@ -4,9 +4,9 @@
 process: ``api-server`` (REST API, UI and the Execution API the tasks talk
 to), ``scheduler`` (LocalExecutor, ``parallelism`` worker slots),
 ``dag-processor`` and ``triggerer``, on the embedded S3 and PostgreSQL of
-``./sdc standalone`` (:class:`emm_sdc.cli.Services`), which runs this class
+``./sdc standalone`` (:class:`emm_dev.cli.Services`), which runs this class
 too. Airflow's metadata database is the embedded PostgreSQL's ``airflow``
-database through psycopg2 (:meth:`emm_sdc.embedded.EmbeddedPostgres.sqlalchemy_url`);
+database through psycopg2 (:meth:`emm_dev.embedded.EmbeddedPostgres.sqlalchemy_url`);
 the DAGs folder is the project's ``dags/``, examples are off and DAGs start
 unpaused. The lane pools (:func:`emm_sdc.lanes.ensure_pools`) are created
 before the scheduler starts. Every ``AIRFLOW__*`` setting the components run
@@ -49,8 +49,8 @@ from typing import Any, TypeVar
 
 import requests
 
+from emm_dev.embedded import AIRFLOW_DB, CATALOG_DB
 from emm_sdc.core.config import CONFIG_FILES
-from emm_sdc.embedded import AIRFLOW_DB, CATALOG_DB
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ FINISHED = ("success", "failed")
 #: that polls every minute and, with max_active_runs=1, queues the triggered run behind it).
 NEVER = "0 0 29 2 *"
 ADMIN = "admin"
-#: The buckets :class:`emm_sdc.cli.Services` creates on the embedded S3.
+#: The buckets :class:`emm_dev.cli.Services` creates on the embedded S3.
 INBOX_BUCKET, ARCHIVE_BUCKET = "emm-sdc-inbox", "emm-sdc-archive"
 
 
@@ -97,7 +97,7 @@ def write_airflow_cfg(env: dict[str, str], path: Path) -> None:
         cfg.set(section, key, value.replace("%", "%%"))  # Airflow's parser interpolates %
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        fh.write("# Written by emm_sdc.airflow_local at every start of this instance: what its components run\n"
+        fh.write("# Written by emm_dev.airflow_local at every start of this instance: what its components run\n"
                  "# with. Change the command's options, not this file.\n")
         cfg.write(fh)
     path.chmod(0o600)
@@ -152,7 +152,7 @@ class AirflowLocal:
     under the state dir with this ingest schedule (``EMM_CONFIG_DIR``), e.g. :data:`NEVER` so that
     the only ingest runs are the ones a benchmark triggers. ``env``: extra environment for every component.
     ``fresh``: wipe the state dir first. ``persist``: keep the S3 state on disk and reuse the admin
-    password and API secrets of the state dir (see :class:`emm_sdc.cli.Services`). ``inbox_events``: deliveries
+    password and API secrets of the state dir (see :class:`emm_dev.cli.Services`). ``inbox_events``: deliveries
     start ingest through the inbox's S3 events (SQS on the same endpoint, ``EMM_INBOX_QUEUE_URL_PREFIX``).
     ``host``/``port``: where
     the API server listens (port 0: a free one).
@@ -234,7 +234,7 @@ class AirflowLocal:
     def start_services(self) -> AirflowLocal:
         """The embedded S3 and PostgreSQL alone (catalog migrated, buckets made): deliver to the inbox now for
         the first scheduled runs to find it, then :meth:`start_airflow`."""
-        from emm_sdc.cli import Services
+        from emm_dev.cli import Services
 
         self._t0 = time.monotonic()
         try:

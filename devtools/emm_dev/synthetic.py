@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -538,12 +539,40 @@ def conflicting(out_dir: str | Path, source: Delivered) -> Delivered:
 
 ANOMALIES: Final = ("corrupt", "misnamed", "truncated", "zero_byte", "missing_sidecar", "conflicting")
 
+#: sequence_break(kind=...) choices: what happens to the CCSDS sequence counts of one APID.
+SEQUENCE_BREAKS: Final = ("gap", "repeat", "out-of-order")
+
+
+def sequence_break(out_dir: str | Path, source: Delivered, *, kind: str = "gap", shift_s: int = 505) -> Delivered:
+    """A re-stamped copy of ``source`` as a downlink with a sequence-count fault in the middle of the file, with a
+    sidecar over the result: ``gap`` drops two packets of one APID, ``repeat`` sends one packet twice,
+    ``out-of-order`` swaps a packet with the next one of its APID.
+
+    Name, MD5 and framing are sound; only the sequence-count check (``ingest.packet_sequence``) catches it.
+    """
+    if kind not in SEQUENCE_BREAKS:
+        raise ValueError(f"kind must be one of {list(SEQUENCE_BREAKS)}, got {kind!r}")
+    name, data = _shifted(source, shift_s)
+    pkts = [data[a:b] for a, b in itertools.pairwise([*_packet_offsets(data), len(data)])]
+    k = len(pkts) // 2
+    apid = struct.unpack_from(">H", pkts[k])[0] & 0x07FF
+    same = [j for j in range(k + 1, len(pkts)) if struct.unpack_from(">H", pkts[j])[0] & 0x07FF == apid]
+    if len(same) < 2:
+        raise ValueError(f"{source.file_name} has too few packets of APID {apid:#05x} after its middle")
+    if kind == "gap":
+        pkts = [p for j, p in enumerate(pkts) if j not in (k, same[0])]
+    elif kind == "repeat":
+        pkts.insert(k + 1, pkts[k])
+    else:
+        pkts[k], pkts[same[0]] = pkts[same[0]], pkts[k]
+    return _write(Path(out_dir), name, b"".join(pkts), source.instrument, source.level, f"sequence-{kind}")
+
 
 # --------------------------------------------------------------------------- command line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m emm_sdc.synthetic OUT_DIR``: write deliveries and print their names."""
+    """``python -m emm_dev.synthetic OUT_DIR``: write deliveries and print their names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--orbits", type=int, nargs="+", default=[11, 12])

@@ -327,7 +327,10 @@ def airflow_env(
         "EMM_WORK_DIR": str(state_dir / "work"),
         "EMM_KERNEL_DIR": str(state_dir / "kernels"),
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "plugins"), os.environ.get("PYTHONPATH")])),
+        # devtools: the ./sdc commands these services run (e.g. `python -m emm_dev.cli pools`); Airflow itself
+        # only needs plugins/.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "plugins"), str(root / "devtools"),
+                                                    os.environ.get("PYTHONPATH")])),
     }
     if metadata_db:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = pg.sqlalchemy_url(AIRFLOW_DB)

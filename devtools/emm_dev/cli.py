@@ -51,7 +51,7 @@ def _run_dags(dag_ids: Sequence[str], env: dict[str, str], log_dir: Path) -> boo
 
     Each item is a dag_id, or ``dag_id=<JSON run conf>``.
     """
-    proc = subprocess.run([sys.executable, "-m", "emm_sdc.cli", "dagtest", "--log-dir", str(log_dir), *dag_ids],
+    proc = subprocess.run([sys.executable, "-m", "emm_dev.cli", "dagtest", "--log-dir", str(log_dir), *dag_ids],
                           env=env, check=False)
     return proc.returncode == 0
 
@@ -138,7 +138,7 @@ class Services:
     S3_CHECKPOINT_SECONDS = 60.0
 
     def __init__(self, state: Path, *, fresh: bool, persist: bool = False, inbox_events: bool = True):
-        from emm_sdc.embedded import EmbeddedPostgres, EmbeddedS3, airflow_env
+        from emm_dev.embedded import EmbeddedPostgres, EmbeddedS3, airflow_env
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         owner = _state_owner(state)
@@ -159,7 +159,7 @@ class Services:
         self.pg = EmbeddedPostgres(state / "pgdata").start()
         self.s3 = EmbeddedS3(snapshot=state / self.S3_SNAPSHOT if persist else None,
                              checkpoint_seconds=self.S3_CHECKPOINT_SECONDS if persist else 0.0).start()
-        from emm_sdc.embedded import cognito_env
+        from emm_dev.embedded import cognito_env
 
         self.cognito = cognito_env(self.s3.endpoint)
         self.env = {**os.environ, **airflow_env(state, self.s3.endpoint, self.pg), **self.cognito}
@@ -208,9 +208,9 @@ def _state_owner(state: Path) -> int | None:
 
 def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomalies: bool) -> dict[str, Any]:
     """Write synthetic MOC files for every instrument and upload them to the inbox."""
-    from emm_sdc import synthetic
+    from emm_dev import synthetic
+    from emm_dev.moc import deliver
     from emm_sdc.core.config import load_instrument
-    from emm_sdc.moc import deliver
 
     files = synthetic.generate(out, orbits=orbits)
     bad: list[synthetic.Delivered] = []
@@ -232,9 +232,9 @@ def _deliver_synthetic(client: Any, out: Path, orbits: Sequence[int], *, anomali
 def _deliver_kernels(client: Any, out: Path, first_orbit: int, end_orbit: int, kernel_class: str, *,
                      generic: bool, version: int = 1) -> list[Any]:
     """Write a synthetic MOC kernel delivery (Hope SPK over [first_orbit, end_orbit)) and upload it."""
-    from emm_sdc import synthetic, synthetic_spice
+    from emm_dev import synthetic, synthetic_spice
+    from emm_dev.moc import deliver
     from emm_sdc.core.settings import get_settings
-    from emm_sdc.moc import deliver
 
     files = synthetic_spice.kernel_delivery(out, start=synthetic.orbit_start(first_orbit),
                                             end=synthetic.orbit_start(end_orbit), spk_class=kernel_class,
@@ -251,9 +251,9 @@ def _api_tour(svc: Services) -> str:
     import requests
     import uvicorn
 
+    from emm_dev.embedded import CATALOG_DB, DEMO_USERS, free_port
     from emm_sdc.api.app import Backends, create_app
     from emm_sdc.api.config import api_settings
-    from emm_sdc.embedded import CATALOG_DB, DEMO_USERS, free_port
 
     os.environ.update(svc.cognito)
     api_settings.cache_clear()
@@ -303,7 +303,7 @@ def _summary(svc: Services, received: int) -> str:
     cat = Catalog(svc.catalog_conn)
     lines = ["", "=" * 78, "EMM SDC demo: what the SDC made", "=" * 78]
     outcomes: dict[str, int] = {}
-    for r in cat.query("delivery_outcomes"):
+    for r in cat.delivery_outcomes():
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + r["files"]
     inbox = svc.client.list_objects_v2(Bucket="emm-sdc-inbox").get("KeyCount", 0)
     lines.append(f"Files delivered by the MOC (data files and kernels, without sidecars): {received}")
@@ -311,19 +311,19 @@ def _summary(svc: Services, received: int) -> str:
                  f"{outcomes.get('duplicate', 0)}   quarantined: {outcomes.get('quarantined', 0)}   "
                  f"still in inbox (waiting for a sidecar): {inbox}")
     lines.append("Quarantined (reason code: reason):")
-    for q in cat.query("quarantine_list"):
+    for q in cat.quarantine_list():
         lines.append(f"  {q['original_key'].rsplit('/', 1)[-1]}")
         lines.append(f"      {q['reason_code']}: {q['reason'][:150]}")
     lines.append("Archive by instrument and level (catalog):")
     lines.append(f"  {'inst':5} {'level':6} {'type':10} {'files':>6} {'bytes':>12}")
-    for r in cat.query("counts_by_level"):
+    for r in cat.counts_by_level():
         lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['product_type']:10} "
                      f"{r['files']:>6} {int(r['bytes']):>12,}")
     lines.append("Processing runs (instrument, runner, image, environment: status count):")
-    for r in cat.query("runs_by_runner"):
+    for r in cat.runs_by_runner():
         lines.append(f"  {r['instrument_id']:5} {r['runner']:7} {r['image']:32} {r['environment']:10} "
                      f"{r['status']} {r['runs']}")
-    lines.append("Catalog rows: " + ", ".join(f"{r['table_name']} {r['rows']}" for r in cat.query("table_counts")))
+    lines.append("Catalog rows: " + ", ".join(f"{r['table_name']} {r['rows']}" for r in cat.table_counts()))
     keys = [o["Key"] for page in svc.client.get_paginator("list_objects_v2").paginate(Bucket="emm-sdc-archive")
             for o in page.get("Contents", [])]
     by_root: dict[str, int] = {}
@@ -332,24 +332,24 @@ def _summary(svc: Services, received: int) -> str:
         by_root[root] = by_root.get(root, 0) + 1
     lines.append("Archive bucket s3://emm-sdc-archive: " + ", ".join(f"{k}/ {v}" for k, v in sorted(by_root.items())))
     lines.append("SPICE kernels (active) and meta-kernels:")
-    for k in cat.query("active_kernels"):
+    for k in cat.active_kernels():
         span = (f"  {k['coverage_start']:%Y-%m-%dT%H:%M} .. {k['coverage_end']:%Y-%m-%dT%H:%M}"
                 if k["coverage_start"] else "")
         lines.append(f"  {k['file_name']:36} {k['kind']:5} class {k['kernel_class'] or '-'}{span}")
     lines.append("  " + ", ".join(f"{m['file_name']} ({len(m['kernels'])} kernels)"
-                                  for m in cat.query("meta_kernels")))
+                                  for m in cat.meta_kernels()))
     lines.append("Latest products by kernel class (p predicted, r reconstructed, n none) and revision:")
     lines.append(f"  {'inst':5} {'level':6} {'class':5} {'rev':>3} {'files':>6}")
-    for r in cat.query("latest_by_kernel_class"):
+    for r in cat.latest_by_kernel_class():
         lines.append(f"  {r['instrument_id']:5} {r['data_level']:6} {r['pred_rec']:5} {r['revision']:>3} "
                      f"{r['files']:>6}")
-    for g in cat.query("sample_geometry"):
+    for g in filter(None, [cat.sample_geometry()]):
         lines.append(f"Geometry of {g['file_name']}:")
         lines.append(f"  Ls {g['mars_ls']:.3f} deg, local solar time {g['spacecraft_lst']:.3f} h, "
                      f"sub-spacecraft {g['spacecraft_lat']:.3f} N {g['spacecraft_lon']:.3f} E, "
                      f"altitude {g['spacecraft_alt']:,.1f} km, subsolar {g['subsolar_lat']:.3f} N "
                      f"{g['subsolar_lon']:.3f} E")
-    sample = cat.query("sample_lineage")
+    sample = cat.sample_lineage()
     if sample:
         lines.append("Lineage example:")
         for r in sample:
@@ -435,11 +435,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ok &= _run_dags(process, svc.env, state / "logs")
         _say("[5/6] Second delivery: a reconstructed Hope SPK for orbit 0011, orbit 0013, an identical "
              "re-delivery (duplicate) and a same-name file with different content (conflict)")
-        from emm_sdc import synthetic
+        from emm_dev import synthetic
 
         better = _deliver_kernels(svc.client, state / "moc" / "kernels-2", 11, 12, "r", generic=False)
         again = _deliver_synthetic(svc.client, state / "moc" / "delivery-2", (13,), anomalies=False)
-        from emm_sdc.moc import deliver
+        from emm_dev.moc import deliver
 
         dup = next(f for f in first["valid"] if f.instrument == "exi" and f.level == "l0")
         source = next(f for f in first["valid"] if f.instrument == "emr" and f.level == "l0")
@@ -458,11 +458,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # (same size, other bytes), then one real run of emm_integrity_reconcile; it must find exactly that.
         from emm_sdc.core.catalog import Catalog
 
-        for victim in Catalog(svc.catalog_conn).query("recon_demo_victim"):
+        for victim in filter(None, [Catalog(svc.catalog_conn).first_product()]):
             svc.client.put_object(Bucket="emm-sdc-archive", Key=victim["s3_key"], Body=b"\0" * victim["file_size"])
             _say(f"Integrity reconciliation after overwriting s3://emm-sdc-archive/{victim['s3_key']} behind the "
                  "SDC's back")
-            ok &= subprocess.run([sys.executable, "-m", "emm_sdc.pipeline.reconcile", "demo", str(state / "logs")],
+            ok &= subprocess.run([sys.executable, "-m", "emm_dev.reconcile_demo", str(state / "logs")],
                                  env=svc.env, check=False).returncode == 0
         _say(f"\nDemo {'finished' if ok else 'FINISHED WITH FAILURES'} in {time.monotonic() - t0:.0f} s.")
         return 0 if ok else 1
@@ -506,8 +506,8 @@ def _seed_last_good() -> None:
 def cmd_standalone(args: argparse.Namespace) -> int:
     """Airflow (API server + UI, scheduler, DAG processor, triggerer) on embedded services; its state (catalog,
     archive, Airflow's metadata DB) is kept in the state dir across restarts unless ``--fresh``."""
-    from emm_sdc.airflow_local import AirflowLocal, AirflowLocalError, default_parallelism
-    from emm_sdc.embedded import DEMO_USERS
+    from emm_dev.airflow_local import AirflowLocal, AirflowLocalError, default_parallelism
+    from emm_dev.embedded import DEMO_USERS
 
     state = Path(args.state_dir).resolve()
     if _port_in_use(args.host, args.port):
@@ -725,7 +725,7 @@ def cmd_images(_args: argparse.Namespace) -> int:
     cat = connections.catalog()
     for inst in INSTRUMENTS:
         _say(f"{inst}: production {images.production_image(cat, inst) or '(none promoted)'}")
-        for c in cat.query("staging_checks_of", {"instrument_id": inst}):
+        for c in cat.staging_checks_of(inst):
             _say(f"    check {c['id']} {c['status']:7} candidate {c['candidate_image']} vs "
                  f"{c['production_image'] or '(first image)'}  {c['report_uri'] or ''}")
     return 0
@@ -738,7 +738,7 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
     from emm_sdc.core.config import load_instrument
 
     cat = connections.catalog()
-    rows = cat.query("campaigns_summary", {"instrument_id": args.instrument, "limit": args.limit})
+    rows = cat.campaigns_summary(args.instrument, args.limit)
     for c in rows:
         _say(format_campaign(c))
     if not rows:
