@@ -14,7 +14,8 @@ same times, and prints its ratio and its difference from the vectorised path.
 
 Kernels are the synthetic ones (``emm_dev.synthetic_spice``), written to a temporary directory.
 
-Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/geometry_vs_loop.py [--n 100000] [--repeat 3] [--old-rev REV]``
+Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/geometry_vs_loop.py [--n 100000] [--repeat 3]
+[--old-rev REV]``
 """
 
 from __future__ import annotations

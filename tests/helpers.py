@@ -134,6 +134,21 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> str:
     return str(dag_test(dag, run_conf=conf).state)
 
 
+def returned(dag_run: Any, task_id: str) -> Any:
+    """The XCom return value of an unmapped task of a finished dag.test() run."""
+    import json
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.scalar(select(XComModel.value).where(
+            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id,
+            XComModel.key == "return_value"))
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def archive_state(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:
     keys: dict[str, str] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

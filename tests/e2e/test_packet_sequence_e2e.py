@@ -6,14 +6,13 @@ archived with the warning in the run's report, a file with a repeated packet is 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from emm_dev import synthetic
 from emm_dev.moc import deliver
-from tests.helpers import keep_world_dirs, make_world
+from tests.helpers import keep_world_dirs, make_world, returned
 
 pytestmark = pytest.mark.e2e
 RULES = {"exi": "warn", "emu": "quarantine", "emr": "warn"}
@@ -37,19 +36,6 @@ def ingest(inst: str) -> Any:
     from emm_sdc.factory import instrument_dags
 
     return dag_test(instrument_dags(inst)[f"emm_{inst}_ingest"])
-
-
-def returned(dag_run: Any, task_id: str) -> Any:
-    """The XCom return value of an unmapped task of a finished dag.test() run."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id,
-            XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def handle_states(dag_run: Any) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from emm_sdc.core import reconcile as rc
-from tests.helpers import keep_world_dirs, make_world
+from tests.helpers import keep_world_dirs, make_world, returned
 from tests.integration.test_reconcile import build_world, row
 
 pytestmark = pytest.mark.e2e
@@ -46,19 +46,6 @@ def run(conf: dict[str, Any] | None = None) -> Any:
     from emm_sdc.pipeline.reconcile import build_reconcile_dag
 
     return build_reconcile_dag().test(run_conf=conf)
-
-
-def returned(dag_run: Any, task_id: str) -> Any:
-    """The XCom return value of a task of a finished dag.test() run."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id,
-            XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def states(dag_run: Any) -> dict[str, str]:
