@@ -39,7 +39,7 @@ def run_step(actors: Any, cfg: Any, level: str, inputs: list[str]) -> JobSpec:
     unit = {"unit": "orbit-0011", "inputs": inputs, "kernel_class": "n", "reprocess": False, "force": False,
             "reason": "product verification test"}
     spec = prepare_job(cat, storage, cfg, step, unit, dag_id="emm_emr_process", run_id=f"r-{level}",
-                       task_id=f"unit.{level}.prepare", map_index=0)
+                       task_id=f"unit.{level}.prepare", map_index=0, try_number=1)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     run_local(spec, cfg.processing.runner.command, cwd=project_root(), memory_mb=2048, timeout_s=120)
     return spec
