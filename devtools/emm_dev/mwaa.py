@@ -6,7 +6,7 @@
                        which Airflow puts on sys.path: ``import emm_sdc`` works as in the image)
     requirements.txt   --constraint /usr/local/airflow/dags/constraints.txt + requirements.txt without apache-airflow
     startup.sh         the EMM_* settings (deploy/mwaa/startup.sh)
-    pools.json         the lane pools, for ``airflow pools import`` through the MWAA CLI
+    pools.json         the lane pools, to set once through the MWAA CLI (``airflow pools set``)
     dags/              dags/*.py, constraints.txt, include/ (ITF YAMLs, sdc.yaml, SQL), processors/ (local runner),
                        .airflowignore (include/, processors/)
 

@@ -100,7 +100,6 @@ CHART_KEYS: dict[str, tuple[str, str]] = {
     "workers.serviceAccount.annotations": ("object", _SCHEMA),
     "workers.celery.enableDefault": ("boolean", _SETS),
     "workers.celery.queue": ("string", _SETS),
-    "workers.celery.replicas": ("integer", _SETS),
     "workers.celery.resources": ("object", _SETS),
     "workers.celery.sets": ("array", _SETS),
     "workers.celery.keda.enabled": ("boolean", _KEDA),
@@ -217,7 +216,7 @@ def test_keda_scales_each_set_on_its_queue_within_sane_bounds(values: dict[str, 
         name = s.get("name", "default")
         assert keda["enabled"] is True, name
         assert 0 <= keda["minReplicaCount"] <= keda["maxReplicaCount"], name
-        # the chart's KEDA notes: cooldown longer than the pod's grace period, or a stopping worker is cut short
+        # the chart's KEDA notes: cooldown (before scaling to zero) longer than the pods' grace period
         assert keda["cooldownPeriod"] > grace, name
     by_name = {s["name"]: s for s in workers["celery"]["sets"]}
     assert by_name["ingest"]["keda"]["minReplicaCount"] >= 1, "deliveries must not wait for a pod start"
@@ -472,6 +471,19 @@ def test_task_logs_go_to_s3_with_the_values_logging_config(
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"task log line\n"
     assert bucket != helm_env(values)["EMM_ARCHIVE_BUCKET"], \
         "task logs stay out of the archive the integrity reconciliation checks"
+
+
+def test_mwaa_doc_sets_the_same_airflow_options_as_the_helm_values(values: dict[str, Any]) -> None:
+    doc = (ROOT / "docs" / "mwaa.md").read_text()
+    table = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`]+)` \|$", doc, re.M)
+    rows = {(section, key): value for section, key, value in table}
+    assert ("secrets", "backend_kwargs") in rows and len(rows) == 5, rows
+    for (section, key), value in rows.items():
+        ours = values["config"][section][key]
+        if key.endswith("kwargs"):
+            assert json.loads(value) == json.loads(ours), f"docs/mwaa.md: {section}.{key}"
+        else:
+            assert value == str(ours), f"docs/mwaa.md: {section}.{key}"
 
 
 # -- requirements ----------------------------------------------------------------------------------------------------
