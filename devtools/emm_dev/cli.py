@@ -8,6 +8,7 @@
     ./sdc api           the science-files API alone (uvicorn), e.g. behind a deployment's own gateway
     ./sdc migrate       apply catalog migrations using the emm_catalog connection
     ./sdc promote       promote a checked ITF image to production;  ./sdc images: list images and checks
+    ./sdc batch-template  the AWS Batch CloudFormation stack generated from the ITF YAMLs (docs/aws_batch.md)
 """
 
 from __future__ import annotations
@@ -779,6 +780,13 @@ def cmd_pools(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch_template(args: argparse.Namespace) -> int:
+    """The AWS Batch CloudFormation template from the ITF YAMLs (emm_sdc.deploy.batch_stack)."""
+    from emm_sdc.deploy import batch_stack
+
+    return batch_stack.run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver on servers without a session
     parser = argparse.ArgumentParser(prog="sdc", description=__doc__,
@@ -836,6 +844,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("file_name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_impact)
+    p = sub.add_parser("batch-template", help="the AWS Batch CloudFormation template generated from the ITF YAMLs")
+    p.add_argument("--instrument", action="append", choices=INSTRUMENTS, help="only this ITF (repeatable)")
+    p.add_argument("--config-dir", type=Path, help="the ITF YAMLs' folder (default: include/itf_configs)")
+    p.add_argument("--out", type=Path, help="write here (.yaml/.yml: YAML, else JSON) instead of stdout")
+    p.set_defaults(func=cmd_batch_template)
     p = sub.add_parser("pools", help="create or resize the processing lanes' Airflow pools (daily, reprocessing)")
     p.set_defaults(func=cmd_pools)
     p = sub.add_parser("airflow", help="the airflow CLI against a running standalone, e.g. ./sdc airflow backfill "

@@ -8,9 +8,13 @@ outputs and validates and indexes them like any other runner's.
 
 Each ITF gets one job definition per environment (``emm-<inst>-production``,
 ``emm-<inst>-staging``), registered here when its image or resources differ
-from the latest active revision. Jobs go to the YAML's queue for their lane:
-``daily`` for routine processing, ``reprocessing`` for campaigns. The
-operator is deferrable: while AWS runs the job the task holds no worker slot.
+from the latest active revision; a new revision keeps what the deployed stack
+set and the YAML does not say (retry strategy, execution and job roles, log
+configuration: docs/aws_batch.md). Jobs go to the YAML's queue for their lane:
+``daily`` for routine processing, ``reprocessing`` for campaigns; on a
+fair-share queue (one with a scheduling policy) a job's share is its
+instrument. The operator is deferrable: while AWS runs the job the task holds
+no worker slot.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from emm_sdc.runners.local import JobFailed
 PROCESSOR_COMMAND = ["python3", "/opt/emm/processor.py"]
 #: Staging area of batch jobs in the archive bucket (expire it with a lifecycle rule).
 WORK_ROOT = "emm/work"
+#: Job definition settings the deployed stack owns (docs/aws_batch.md): a new revision made for the YAML keeps them.
+DEPLOYED_SETTINGS = ("retryStrategy", "propagateTags", "platformCapabilities")
+DEPLOYED_CONTAINER_SETTINGS = ("executionRoleArn", "jobRoleArn", "logConfiguration")
 
 
 def job_definition_name(instrument: str, environment: str) -> str:
@@ -60,17 +67,29 @@ def ensure_job_definition(client: Any, instrument: str, environment: str, runner
     want = container_properties(runner, image, runner.batch.job_role_arn if runner.batch else None)
     timeout = {"attemptDurationSeconds": runner.timeout_minutes * 60}
     found = client.describe_job_definitions(jobDefinitionName=name, status="ACTIVE").get("jobDefinitions", [])
+    kept: dict[str, Any] = {}
     if found:
         latest = max(found, key=lambda d: d["revision"])
         have = latest.get("containerProperties", {})
         same = all(have.get(k) == v for k, v in want.items()) and latest.get("timeout") == timeout
         if same:
             return latest["jobDefinitionArn"]
+        kept = {k: latest[k] for k in DEPLOYED_SETTINGS if latest.get(k)}
+        want = {**{k: have[k] for k in DEPLOYED_CONTAINER_SETTINGS if have.get(k)}, **want}
     resp = client.register_job_definition(
         jobDefinitionName=name, type="container", containerProperties=want, timeout=timeout,
-        tags={"emm:instrument": instrument, "emm:environment": environment},
+        tags={"emm:instrument": instrument, "emm:environment": environment}, **kept,
     )
     return resp["jobDefinitionArn"]
+
+
+def share_identifier(client: Any, queue: str, instrument: str) -> str | None:
+    """The job's fair-share identifier: its instrument on a queue with a scheduling policy; None on a FIFO queue.
+
+    AWS Batch refuses a job without one on a fair-share queue and a job with one on a FIFO queue.
+    """
+    queues = client.describe_job_queues(jobQueues=[queue]).get("jobQueues", [])
+    return instrument if queues and queues[0].get("schedulingPolicyArn") else None
 
 
 def batch_environment(spec: JobSpec, s3_endpoint: str | None) -> dict[str, str]:
@@ -117,6 +136,7 @@ class SdcBatchOperator(BatchOperator):
         self.job_definition = ensure_job_definition(self.hook.client, spec.instrument, spec.environment,
                                                     self.runner, spec.image)
         self.job_queue = self.runner.batch.job_queues[spec.lane]  # type: ignore[index]
+        self.share_identifier = share_identifier(self.hook.client, self.job_queue, spec.instrument)
         env = batch_environment(spec, s3_endpoint_of(self.aws_conn_id))
         self.container_overrides = {"command": list(PROCESSOR_COMMAND),
                                     "environment": [{"name": k, "value": v} for k, v in sorted(env.items())]}

@@ -1,0 +1,1 @@
+"""Deployment as code generated from the ITF YAMLs (docs/aws_batch.md)."""
