@@ -91,17 +91,18 @@ def compute_seconds(af: AirflowLocal, orbit: int) -> tuple[float, str]:
         "SELECT DISTINCT pr.dag_run_id, pr.work_unit, pr.data_level FROM science_files f "
         "JOIN processing_runs pr ON pr.id = f.processing_run_id WHERE f.instrument_id = %s AND f.orbit_number = %s",
         (INST, orbit))
-    total, run_ids = 0.0, set()
+    total, units_of_run = 0.0, {}
     for dag_run_id, unit, level in runs:
-        units = af.api("GET", f"/dags/{PROCESS_DAG}/dagRuns/{quote(dag_run_id, safe='')}/taskInstances/"
-                              "plan_units/xcomEntries/return_value", params={"deserialize": "true"})["value"]
-        index = [u["unit"] for u in units].index(unit)
+        if dag_run_id not in units_of_run:  # one plan per DAG run, whatever the number of its levels
+            units_of_run[dag_run_id] = [u["unit"] for u in af.api(
+                "GET", f"/dags/{PROCESS_DAG}/dagRuns/{quote(dag_run_id, safe='')}/taskInstances/plan_units/"
+                "xcomEntries/return_value", params={"deserialize": "true"})["value"]]
+        index = units_of_run[dag_run_id].index(unit)
         [(start_, end_)] = af.meta_sql(
             "SELECT start_date, end_date FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s "
             "AND map_index = %s", (PROCESS_DAG, dag_run_id, f"unit.{level}.run", index))
         total += (end_ - start_).total_seconds()
-        run_ids.add(dag_run_id)
-    return total, ", ".join(sorted(run_ids))
+    return total, ", ".join(sorted(units_of_run))
 
 
 def pct(values: list[float], p: float) -> float:

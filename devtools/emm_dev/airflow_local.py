@@ -197,8 +197,7 @@ class AirflowLocal:
         self._token: str | None = None
         self._password = ""
         self._http = requests.Session()
-        self._meta: Any = None
-        self._cat: Any = None
+        self._conns: dict[str, Any] = {}  # database -> connection (meta_sql, catalog_sql)
         self._t0 = time.monotonic()
         self._log_ports: list[int] = []
         self._parse_since: Any = None
@@ -470,11 +469,10 @@ class AirflowLocal:
         tasks, DAG processor, triggerer): a task being stopped still reports its end through the Execution
         API, so the API server goes last. Whatever is left after ``timeout`` gets SIGKILL.
         """
-        for conn in (self._meta, self._cat):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-        self._meta = self._cat = None
+        for conn in self._conns.values():
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._conns.clear()
         if self._pgid is not None:
             deadline = time.monotonic() + timeout
             api = self.procs.get("api-server")
@@ -637,23 +635,24 @@ class AirflowLocal:
 
     # ------------------------------------------------------------------ databases and S3
 
-    def meta_sql(self, query: str, params: Iterable[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Rows of a query on Airflow's metadata database (autocommit: every call sees the latest state)."""
-        if self._meta is None:
-            self._meta = self.svc.pg.connect(AIRFLOW_DB)
-            self._meta.autocommit = True
-        with self._meta.cursor() as cur:
+    def _sql(self, database: str, query: str, params: Iterable[Any] | dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        """Rows of a query on one embedded database, over a connection kept per database (autocommit: every call
+        sees the latest state)."""
+        conn = self._conns.get(database)
+        if conn is None:
+            conn = self._conns[database] = self.svc.pg.connect(database)
+            conn.autocommit = True
+        with conn.cursor() as cur:
             cur.execute(query, params)
             return list(cur.fetchall())
 
+    def meta_sql(self, query: str, params: Iterable[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of a query on Airflow's metadata database."""
+        return self._sql(AIRFLOW_DB, query, params)
+
     def catalog_sql(self, query: str, params: Iterable[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Rows of a query on the product catalog (autocommit: every call sees the latest state)."""
-        if self._cat is None:
-            self._cat = self.svc.pg.connect(CATALOG_DB)
-            self._cat.autocommit = True
-        with self._cat.cursor() as cur:
-            cur.execute(query, params)
-            return list(cur.fetchall())
+        """Rows of a query on the product catalog."""
+        return self._sql(CATALOG_DB, query, params)
 
     @property
     def s3(self) -> Any:

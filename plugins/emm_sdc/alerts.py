@@ -60,11 +60,12 @@ def deadline_message(instrument: str, what: str, minutes: float, context: dict[s
 async def deadline_missed(instrument: str, what: str, minutes: float, context: dict[str, Any] | None = None) -> str:
     """Deadline callback (runs in the triggerer): tell the ITF and the operators that a run is late."""
     subject, body = deadline_message(instrument, what, minutes, context or {})
-    await asyncio.to_thread(_notify_instrument, instrument, subject, body, context or {})
+    await asyncio.to_thread(notify_instrument, instrument, subject, body, context or {})
     return subject
 
 
-def _notify_instrument(instrument: str, subject: str, body: str, context: dict[str, Any]) -> None:
+def notify_instrument(instrument: str, subject: str, body: str, context: dict[str, Any]) -> None:
+    """Tell the instrument's ITF (its running config's contacts) and the operators."""
     from emm_sdc.core.config_store import running_config
     from emm_sdc.core.site_config import operators
     from emm_sdc.notify import SdcNotifier

@@ -203,7 +203,7 @@ def create_app(backends: Backends | None = None, settings: Callable[[], ApiSetti
         if not rows:
             raise ApiError(404, "No files were found matching the search parameters.")
         bucket = get_settings().archive_bucket
-        key = f"emm/bundles/{datetime.now(UTC):%Y/%m/%d}/{request.state.request_id}-{uuid.uuid4().hex[:8]}.tgz"
+        key = f"{naming.BUNDLE_ROOT}/{datetime.now(UTC):%Y/%m/%d}/{request.state.request_id}-{uuid.uuid4().hex[:8]}.tgz"
         try:
             bundles.write_bundle(be.s3(), rows, bucket, key)
         except bundles.BundleError as exc:

@@ -316,13 +316,10 @@ def operators_or_last_good() -> Notifications:
     from emm_sdc.core.site_config import operators
 
     try:
-        return operators()
+        return operators()  # the file, or its last-good copy while the file is broken
     except ConfigError as err:
-        try:
-            return read_last_good(ConfigFile(SITE, err.path)).config.operators
-        except LastGoodUnavailable as why:
-            log.warning("operators are not told: %s (no last-good copy: %s)", err, why)
-            return Notifications()
+        log.warning("operators are not told: %s (and no usable last-good copy)", err)
+        return Notifications()
 
 
 @dataclass(frozen=True)

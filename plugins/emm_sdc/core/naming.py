@@ -53,6 +53,11 @@ SIDECAR_SUFFIX: Final = ".md5"
 _ALL_EXTENSIONS: Final = (".fits.gz", ".fits", ".png", ".bin")
 
 ARCHIVE_ROOT: Final = "emm/data"
+#: Other archive-bucket areas the SDC writes: staging-check outputs and reports, Batch job staging (expire it
+#: with a lifecycle rule), and the API's download bundles.
+STAGING_ROOT: Final = "emm/staging"
+WORK_ROOT: Final = "emm/work"
+BUNDLE_ROOT: Final = "emm/bundles"
 
 _TIMESTAMP = re.compile(r"^(?P<date>\d{8})(?P<sep>[Tt])(?P<time>\d{6})$")
 _VERSION = re.compile(r"^v(?P<version>\d{2})-(?P<revision>\d{2})$")

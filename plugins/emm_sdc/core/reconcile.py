@@ -48,6 +48,7 @@ from emm_sdc.core.checksums import StreamDigest, md5_file
 from emm_sdc.core.delivery import folder_markers
 from emm_sdc.core.inventory import InventoryManifest, Listed
 from emm_sdc.core.kernels import SPICE_ROOT
+from emm_sdc.core.naming import BUNDLE_ROOT, STAGING_ROOT, WORK_ROOT
 from emm_sdc.core.release import RELEASE_ROOT
 from emm_sdc.core.site_config import ReconciliationConfig
 from emm_sdc.core.storage import (
@@ -63,10 +64,6 @@ from emm_sdc.core.storage import (
 log = logging.getLogger(__name__)
 
 REPORT_ROOT = "emm/reports/reconciliation"
-#: pipeline/staging.py and runners/batch.py write these (both import Airflow, so the prefixes are repeated here).
-STAGING_ROOT = "emm/staging"
-WORK_ROOT = "emm/work"
-BUNDLE_ROOT = "emm/bundles"
 
 KINDS = ("orphan", "phantom", "size_mismatch", "checksum_mismatch", "duplicate_latest", "lineage_missing_row",
          "kernel_class_mismatch", "quarantine_reason_missing", "stale_inbox")

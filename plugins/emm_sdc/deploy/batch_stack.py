@@ -39,7 +39,8 @@ import yaml
 
 from emm_sdc.core.config import CONFIG_FILES, ConfigError, ItfConfig, config_dir, load_config
 from emm_sdc.core.kernels import SPICE_ROOT
-from emm_sdc.runners.batch import WORK_ROOT, container_properties, job_definition_name
+from emm_sdc.core.naming import WORK_ROOT
+from emm_sdc.runners.batch import container_properties, job_definition_name
 
 LANES = ("daily", "reprocessing")
 #: Queue priorities: higher is placed first where queues share a compute environment.

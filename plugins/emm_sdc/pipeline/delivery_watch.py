@@ -31,7 +31,7 @@ turns green by itself with the next delivery. Silences expected for weeks (solar
 def check_instrument(instrument: str, now: datetime | None = None) -> dict[str, object]:
     """Check one instrument; notify once when a silence begins; raise while it lasts (``now``: for tests)."""
     from emm_sdc import connections
-    from emm_sdc.alerts import _notify_instrument
+    from emm_sdc.alerts import notify_instrument
     from emm_sdc.core.config_store import running_config
 
     hours = running_config(instrument).alerts.no_delivery_hours
@@ -52,7 +52,7 @@ def check_instrument(instrument: str, now: datetime | None = None) -> dict[str, 
             f"that files reach the inbox. You are told once; the emm_delivery_watch task stays red until the "
             f"next delivery.")
     if notify_now:
-        _notify_instrument(instrument, subject, body, _context())
+        notify_instrument(instrument, subject, body, _context())
     raise AirflowFailException(subject.removeprefix("[EMM SDC] "))
 
 

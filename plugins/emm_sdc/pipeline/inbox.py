@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk import get_current_context
+from airflow.sdk import BaseXCom, get_current_context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from emm_sdc.core.archiving import InboxHandler, display_name
@@ -14,7 +14,6 @@ from emm_sdc.core.naming import task_label
 from emm_sdc.core.storage import Storage
 
 log = logging.getLogger(__name__)
-XCOM_RETURN_KEY = "return_value"
 
 
 def is_final_attempt() -> bool:
@@ -32,7 +31,7 @@ def handle_inbox_item(handler: InboxHandler, item: dict[str, Any]) -> dict[str, 
     if outcome["outcome"] == "quarantined":
         # Skipped, not success: a quarantined file stands out in the grid. The outcome is still this
         # task's XCom, for the run's report.
-        context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=outcome)
+        context["ti"].xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=outcome)
         raise AirflowSkipException(f"quarantined {outcome['file_name']}: {outcome['reason_code']}: "
                                    f"{outcome['reason']} (copy and reason under {outcome['quarantine_key']})")
     return outcome

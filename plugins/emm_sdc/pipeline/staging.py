@@ -36,6 +36,7 @@ from emm_sdc.core.compare import Tolerances, compare_products
 from emm_sdc.core.config import ChainStep, ItfConfig
 from emm_sdc.core.config_store import running_config
 from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, safe_id
+from emm_sdc.core.naming import STAGING_ROOT
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
 from emm_sdc.lanes import lane_args
@@ -83,7 +84,6 @@ and logs the backfill command that remakes the archive with it.
 **If it fails**: "refused" (no passing staging check against the current production image): run
 `emm_<inst>_staging_check` for it first. Catalog unreachable: trigger again after the outage.
 """
-STAGING_ROOT = "emm/staging"
 
 
 def staging_runner(cfg: ItfConfig) -> Any:

@@ -29,13 +29,12 @@ from emm_sdc.core import naming
 from emm_sdc.core.config import RunnerConfig
 from emm_sdc.core.jobs import MAX_PRODUCT_BYTES, JobSpec, OutputError, safe_id
 from emm_sdc.core.kernels import SPICE_ROOT
+from emm_sdc.core.naming import WORK_ROOT
 from emm_sdc.core.storage import Storage
 from emm_sdc.lifecycle import fail_job
 from emm_sdc.runners.local import JobFailed
 
 PROCESSOR_COMMAND = ["python3", "/opt/emm/processor.py"]
-#: Staging area of batch jobs in the archive bucket (expire it with a lifecycle rule).
-WORK_ROOT = "emm/work"
 #: Job definition settings the deployed stack owns (docs/aws_batch.md): a new revision made for the YAML keeps them.
 DEPLOYED_SETTINGS = ("retryStrategy", "propagateTags", "platformCapabilities")
 DEPLOYED_CONTAINER_SETTINGS = ("executionRoleArn", "jobRoleArn", "logConfiguration")
