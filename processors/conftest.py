@@ -110,13 +110,14 @@ class Runner:
         return env
 
     def run(self, inst: str, level: str, files: Sequence[Path], out_dir: Path | None = None, *,
-            env: dict[str, str] | None = None, timeout: float = 120, **fields: Any) -> Run:
-        """Run the instrument's processor on ``files`` (``inputs=[...]`` overrides the manifest entries)."""
+            env: dict[str, str] | None = None, timeout: float = 120, script: Path | None = None, **fields: Any) -> Run:
+        """Run the instrument's processor (or ``script``) on ``files`` (``inputs=[...]`` overrides the manifest
+        entries)."""
         manifest = self.manifest(inst, level, files, **fields)
         out_dir = out_dir or self.base / f"out_{self.count:03d}_{inst}_{level}"
         out_dir.mkdir(parents=True, exist_ok=True)
         full_env = self.env(manifest, out_dir, env)
-        proc = subprocess.run([sys.executable, str(LAUNCHER), str(SCRIPTS[inst])], env=full_env, cwd=REPO,
+        proc = subprocess.run([sys.executable, str(LAUNCHER), str(script or SCRIPTS[inst])], env=full_env, cwd=REPO,
                               capture_output=True, text=True, timeout=timeout)
         result = Run(proc.returncode, proc.stdout, proc.stderr, out_dir, full_env)
         manifest_path = out_dir / "output_manifest.json"

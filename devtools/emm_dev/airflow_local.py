@@ -132,25 +132,36 @@ def group_members(pgid: int) -> list[Any]:
     return members
 
 
-def _set_ingest_schedule(src: Path, dst: Path, schedule: str) -> None:
-    """Copy the ITF configs of ``src`` to ``dst`` with ``ingest.schedule`` set to ``schedule``."""
+def copy_itf_configs(src: Path, dst: Path, overrides: dict[str, Any]) -> None:
+    """Copy the ITF configs of ``src`` to ``dst`` with ``overrides`` set in each: dotted keys, e.g.
+    ``{"ingest.schedule": NEVER, "processing.runner.command": [...]}``."""
     import yaml
 
     dst.mkdir(parents=True, exist_ok=True)
     for name in CONFIG_FILES.values():
         raw = yaml.safe_load((src / name).read_text(encoding="utf-8"))
-        raw.setdefault("ingest", {})["schedule"] = schedule
+        for dotted, value in overrides.items():
+            *parents, leaf = dotted.split(".")
+            node = raw
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
         (dst / name).write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
 
 
 class AirflowLocal:
     """Airflow's components as subprocesses on embedded S3 + PostgreSQL; see the module docstring.
 
-    ``parallelism``: LocalExecutor slots (``[core] parallelism``). ``dags``: dag_ids that must be
+    ``parallelism``: task slots (``[core] parallelism``; LocalExecutor's workers). ``executor``: ``local``
+    (LocalExecutor) or ``celery`` (CeleryExecutor on an embedded Redis broker, :class:`emm_dev.embedded.EmbeddedRedis`,
+    with ``celery_workers`` workers of ``worker_concurrency`` slots each, every one consuming the default queue
+    and every lane queue of :data:`emm_sdc.lanes.QUEUES`). ``dags``: dag_ids that must be
     parsed before :meth:`start` returns (None: every file of the DAGs folder parsed, with or without
     import errors). ``ingest_schedule``: when set, the ITF configs are copied
     under the state dir with this ingest schedule (``EMM_CONFIG_DIR``), e.g. :data:`NEVER` so that
-    the only ingest runs are the ones a benchmark triggers. ``env``: extra environment for every component.
+    the only ingest runs are the ones a benchmark triggers. ``itf_overrides``: more settings of every ITF
+    config copied so (dotted keys, :func:`copy_itf_configs`), e.g. the stub processor as runner command.
+    ``env``: extra environment for every component.
     ``fresh``: wipe the state dir first. ``persist``: keep the S3 state on disk and reuse the admin
     password and API secrets of the state dir (see :class:`emm_dev.cli.Services`). ``inbox_events``: deliveries
     start ingest through the inbox's S3 events (SQS on the same endpoint, ``EMM_INBOX_QUEUE_URL_PREFIX``).
@@ -165,6 +176,7 @@ class AirflowLocal:
         parallelism: int = 4,
         dags: Sequence[str] | None = DEFAULT_DAGS,
         ingest_schedule: str | None = None,
+        itf_overrides: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         pools: bool = True,
         api_workers: int = 1,
@@ -184,6 +196,7 @@ class AirflowLocal:
         self.host = host
         self.want_port = port
         self.ingest_schedule = ingest_schedule
+        self.itf_overrides = dict(itf_overrides or {})
         self.extra_env = dict(env or {})
         self.want_pools = pools
         self.api_workers = api_workers
@@ -306,13 +319,16 @@ class AirflowLocal:
                 "EMM_ARCHIVE_BUCKET": ARCHIVE_BUCKET,
             }
         )
+        overrides = dict(self.itf_overrides)
         if self.ingest_schedule is not None:
+            overrides["ingest.schedule"] = self.ingest_schedule
+        if overrides:
             from emm_sdc.core.config import config_dir
             from emm_sdc.core.site_config import site_config_path
 
             configs = self.state / "itf_configs"
             env["EMM_SITE_CONFIG"] = str(site_config_path())  # found beside the ITF configs' folder otherwise
-            _set_ingest_schedule(config_dir(), configs, self.ingest_schedule)
+            copy_itf_configs(config_dir(), configs, overrides)
             env["EMM_CONFIG_DIR"] = str(configs)
         env.update(self.extra_env)
         return env
