@@ -3,7 +3,9 @@
 :class:`AirflowLocal` starts what a deployment runs, each as its own ``airflow``
 process: ``api-server`` (REST API, UI and the Execution API the tasks talk
 to), ``scheduler`` (LocalExecutor, ``parallelism`` worker slots),
-``dag-processor`` and ``triggerer``, on the embedded S3 and PostgreSQL of
+``dag-processor`` and ``triggerer`` (with ``executor="celery"``: CeleryExecutor,
+Debian's ``redis-server`` as broker and ``celery_workers`` ``airflow celery worker``
+processes serving the default and lane queues), on the embedded S3 and PostgreSQL of
 ``./sdc standalone`` (:class:`emm_dev.cli.Services`), which runs this class
 too. Airflow's metadata database is the embedded PostgreSQL's ``airflow``
 database through psycopg2 (:meth:`emm_dev.embedded.EmbeddedPostgres.sqlalchemy_url`);
@@ -589,10 +591,13 @@ class AirflowLocal:
             deadline = time.monotonic() + timeout
             api = self.procs.get("api-server")
             keep = {api.pid} if api is not None else set()
+            # Celery workers get a cold shutdown (SIGQUIT): a warm one (SIGTERM) would wait for tasks that are
+            # being stopped here anyway, until the timeout
+            workers = {self.procs[n].pid for n in self.worker_names if n in self.procs}
             for member in group_members(self._pgid):
                 if member.pid not in keep:
                     with contextlib.suppress(Exception):
-                        member.send_signal(signal.SIGTERM)
+                        member.send_signal(signal.SIGQUIT if member.pid in workers else signal.SIGTERM)
             for name, proc in self.procs.items():
                 if name != "api-server":
                     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -2,6 +2,7 @@
 
     ./sdc demo          run the SDC's main job end to end on embedded services; print a summary
     ./sdc standalone    a local SDC that keeps its data: Airflow (UI on 127.0.0.1:8080) on embedded services
+                        (--executor celery: CeleryExecutor, a Redis broker and --workers Celery workers)
     ./sdc airflow       the Airflow CLI against the running standalone
     ./sdc deliver       deliver more synthetic orbits to a running standalone's inbox
     ./sdc check-config  validate ITF YAMLs (and include/sdc.yaml) before pushing them
@@ -509,14 +510,19 @@ def cmd_standalone(args: argparse.Namespace) -> int:
     archive, Airflow's metadata DB) is kept in the state dir across restarts unless ``--fresh``."""
     from emm_dev.airflow_local import AirflowLocal, AirflowLocalError, default_parallelism
     from emm_dev.embedded import DEMO_USERS
+    from emm_sdc.lanes import QUEUES
 
     state = Path(args.state_dir).resolve()
     if _port_in_use(args.host, args.port):
         _say(f"port {args.port} on {args.host} is in use (another standalone?): pick another with --port")
         return 2
     parallelism = args.parallelism or default_parallelism()
+    if args.executor == "celery" and args.workers < 1:
+        _say(f"--workers must be at least 1, got {args.workers}")
+        return 2
     af = AirflowLocal(state, fresh=args.fresh, persist=True, host=args.host, port=args.port, dags=None,
-                      parallelism=parallelism, start_timeout=600)
+                      parallelism=parallelism, start_timeout=600, executor=args.executor,
+                      celery_workers=args.workers)
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started with SIGINT ignored (&)
     rc = 0
@@ -550,8 +556,15 @@ def cmd_standalone(args: argparse.Namespace) -> int:
             _say(f"Delivered SPICE kernels (predicted Hope SPK for orbits 0010-{STANDALONE_SPK_END - 1:04d}) to "
                  "s3://emm-sdc-inbox/inbox/spice/ and orbits 0011-0012 to s3://emm-sdc-inbox/inbox/<inst>/. "
                  "emm_spice_refresh and the ingest DAGs pick them up; processing follows on the L0 Asset events.")
-        _say(f"Starting Airflow: API server + UI on {args.host}:{args.port}, scheduler (LocalExecutor, parallelism "
-             f"{parallelism}), DAG processor, triggerer; logs in {af.logs}")
+        if args.executor == "celery":
+            assert af.redis is not None
+            executor = (f"CeleryExecutor on Redis at {af.redis.url}, with {af.celery_workers} Celery workers of "
+                        f"{af.worker_concurrency} slots each, every one serving the queues default, "
+                        + ", ".join(QUEUES.values()))
+        else:
+            executor = f"LocalExecutor, parallelism {parallelism}"
+        _say(f"Starting Airflow: API server + UI on {args.host}:{args.port}, scheduler ({executor}), DAG processor, "
+             f"triggerer; logs in {af.logs}")
         af.start_airflow()
         _write_airflow_env(state, af.env)
         url = af.base_url
@@ -568,8 +581,9 @@ def cmd_standalone(args: argparse.Namespace) -> int:
              f"{Path(af.env['AIRFLOW_HOME']) / 'airflow.cfg'}")
         for file_name, trace in af.import_errors():
             _say(f"DAG IMPORT ERROR in {file_name}: {trace.strip().splitlines()[-1] if trace.strip() else '?'}")
+        workers = f", {af.celery_workers} Celery workers ready" if af.celery_workers else ""
         _say(f"Airflow is ready ({af.startup_seconds:.0f} s): UI and API answer, scheduler, DAG processor and "
-             "triggerer healthy, every DAG file parsed. Ctrl-C (or SIGTERM) stops it; the state is kept.")
+             f"triggerer healthy{workers}, every DAG file parsed. Ctrl-C (or SIGTERM) stops it; the state is kept.")
         while True:  # supervise: a component that dies stops the standalone, with its log's end
             af.check_alive()
             time.sleep(2)
@@ -801,7 +815,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address the UI/API listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--parallelism", type=int, default=0,
-                   help="LocalExecutor slots (default: two per core, 2 to 8)")
+                   help="task slots in all (default: two per core, 2 to 8); with Celery, shared by the workers")
+    p.add_argument("--executor", choices=("local", "celery"), default="local",
+                   help="LocalExecutor, or CeleryExecutor with Debian's redis-server as broker and --workers workers")
+    p.add_argument("--workers", type=int, default=2, help="Celery workers (with --executor celery; default 2)")
     p.add_argument("--fresh", action="store_true",
                    help="reset: delete the state dir's catalog, archive, inbox and run history first")
     p.set_defaults(func=cmd_standalone)

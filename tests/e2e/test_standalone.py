@@ -286,3 +286,32 @@ svc.close()
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DUMP=")), None)
     assert proc.returncode == 0 and line, proc.stderr[-2000:]
     return dict(json.loads(line.removeprefix("DUMP=")))
+
+
+def test_standalone_with_celery_workers(tmp_path: Path) -> None:
+    """``--executor celery``: a Redis broker and two Celery workers; the initial delivery is ingested by them; the
+    stop leaves no process behind (broker included)."""
+    state = tmp_path / "sa-celery"
+    [port] = free_ports(1)
+    sa = Standalone(state, port, "--executor", "celery", "--workers", "2", "--parallelism", "4")
+    try:
+        sa.wait_for("Airflow is ready", 600)
+        out = "\n".join(sa.lines)
+        assert "CeleryExecutor on Redis at redis://127.0.0.1:" in out and "2 Celery workers of 2 slots" in out
+        assert "2 Celery workers ready" in out
+        cfg = configparser.RawConfigParser()
+        cfg.read(state / "airflow" / "airflow.cfg")
+        assert cfg.get("core", "executor") == "CeleryExecutor"
+        assert cfg.get("celery", "broker_url").startswith("redis://127.0.0.1:")
+        assert cfg.get("operators", "default_queue") == "default"
+        deadline = time.monotonic() + 420
+        while catalog_files(state) == 0:
+            assert time.monotonic() < deadline, "nothing was ingested within 7 min:\n" + "\n".join(sa.lines)
+            assert sa.proc.poll() is None, "\n".join(sa.lines)
+            time.sleep(2)
+        ran = "".join((state / "logs" / f"celery-worker-{n}.log").read_text(errors="replace") for n in (1, 2))
+        assert "Executing workload in Celery" in ran and "dag_id=emm_exi_ingest/" in ran
+    finally:
+        rc = sa.stop()
+    assert rc == 0 and "Stopped." in sa.lines[-1], "\n".join(sa.lines[-20:])
+    assert not processes_in(state), "processes of the standalone outlived its stop"
