@@ -130,6 +130,36 @@ def test_reprocess_dag_is_backfillable_and_in_its_lane(bag: DagBag) -> None:
     assert "reprocess" not in bag.dags["emm_exi_process"].params  # remaking is the reprocess DAG's job
 
 
+def test_each_kind_of_work_runs_on_its_celery_queue(bag: DagBag, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries on emm_ingest, daily processing on emm_daily, reprocessing and staging checks on
+    emm_reprocessing, the platform DAGs on the default queue; with EMM_LANE_QUEUES=off (MWAA) all on the default."""
+    from emm_sdc.core.settings import get_settings
+    from emm_sdc.lanes import QUEUES
+
+    def queues(b: DagBag) -> dict[str, set[str]]:
+        return {dag_id: {t.queue for t in dag.tasks} for dag_id, dag in b.dags.items()}
+
+    want = {}
+    for dag_id in EXPECTED:
+        kind = dag_id.removeprefix("emm_").split("_", 1)[-1]
+        work = {"ingest": "ingest", "process": "daily", "reprocess": "reprocessing",
+                "staging_check": "reprocessing"}.get(kind)
+        want[dag_id] = {QUEUES[work] if work else "default"}
+    want["emm_spice_refresh"] = {QUEUES["ingest"]}
+    assert queues(bag) == want
+    monkeypatch.setenv("EMM_LANE_QUEUES", "off")
+    get_settings.cache_clear()
+    try:
+        assert set().union(*queues(_bag()).values()) == {"default"}
+        monkeypatch.setenv("EMM_LANE_QUEUES", "sometimes")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError, match="EMM_LANE_QUEUES='sometimes' must be 'on' or 'off'"):
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
 def test_every_task_says_what_it_does_and_what_to_do_when_it_fails(bag: DagBag) -> None:
     """Task Documentation (doc_md) on every task an operator may open (issue 13)."""
     missing = [(dag_id, t.task_id) for dag_id, dag in sorted(bag.dags.items()) for t in dag.tasks

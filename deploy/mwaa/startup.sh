@@ -21,4 +21,6 @@ export EMM_LAST_GOOD_DIR=/tmp/emm-sdc-last-good-configs
 # Inbox S3 events -> SQS emm-sdc-inbox-<exi|emu|emr|spice> -> AssetWatchers in the triggerer.
 export EMM_INBOX_QUEUE_URL_PREFIX=https://sqs.eu-west-1.amazonaws.com/123456789012/
 export EMM_RELEASE_LAG_MONTHS=4
+# MWAA's Celery workers serve only its default queue: keep every task there (no lane queues; pools still apply).
+export EMM_LANE_QUEUES=off
 export AWS_DEFAULT_REGION=eu-west-1

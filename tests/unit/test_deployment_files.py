@@ -43,9 +43,8 @@ HELM = ROOT / "deploy" / "helm"
 STARTUP = ROOT / "deploy" / "mwaa" / "startup.sh"
 PY = sys.executable
 
-#: Celery queue of each lane (worker set name -> queue). Proposed for emm_sdc.lanes (the tasks' ``queue=``);
-#: once lanes.py has them, import them from there instead.
-LANE_QUEUES = {"ingest": "emm_ingest", "daily": "emm_daily", "reprocessing": "emm_reprocessing"}
+#: Celery queue of each kind of work (worker set name -> queue), as the tasks' ``queue=`` has them.
+LANE_QUEUES = lanes.QUEUES
 
 # -- the chart's keys ----------------------------------------------------------------------------------------------
 _SCHEMA = "chart values.schema.json (apache/airflow@002e5532, the chart for Airflow 3.0.5)"
@@ -250,7 +249,8 @@ def test_external_postgres_and_broker_through_secrets(values: dict[str, Any]) ->
 READERS = {
     **dict.fromkeys(["EMM_ENVIRONMENT", "EMM_INBOX_BUCKET", "EMM_ARCHIVE_BUCKET", "EMM_AWS_CONN_ID",
                      "EMM_CATALOG_CONN_ID", "EMM_WORK_DIR", "EMM_KERNEL_DIR", "EMM_LAST_GOOD_DIR",
-                     "EMM_INBOX_QUEUE_URL_PREFIX", "EMM_DOCKER_CONN_ID", "EMM_DOCKER_URL", "EMM_PROJECT_ROOT"],
+                     "EMM_INBOX_QUEUE_URL_PREFIX", "EMM_DOCKER_CONN_ID", "EMM_DOCKER_URL", "EMM_PROJECT_ROOT",
+                     "EMM_LANE_QUEUES"],
                     "emm_sdc/core/settings.py"),
     **dict.fromkeys(["EMM_PUBLIC_BUCKET", "EMM_RELEASE_LAG_MONTHS"], "emm_sdc/core/release.py"),
     **dict.fromkeys(["EMM_COGNITO_REGION", "EMM_COGNITO_USER_POOL_ID", "EMM_COGNITO_CLIENT_ID",
@@ -586,6 +586,7 @@ bag = DagBag(dag_folder=dags_folder)
 print(json.dumps({"plugins": [p.name for p in plugins], "errors": errors, "emm_sdc": emm_sdc.__file__,
                   "from_zip": from_zip, "apps": [a["url_prefix"] for a in plugin.fastapi_apps],
                   "dag_ids": sorted(bag.dag_ids), "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "queues": sorted({t.queue for d in bag.dags.values() for t in d.tasks}),
                   "sys_path": sys.path}))
 """
 
@@ -614,6 +615,8 @@ def test_plugin_and_dags_load_the_way_mwaa_loads_them_from_the_bundle_alone(
     assert not any(p.startswith(str(ROOT / "plugins")) or p.startswith(str(ROOT / "devtools"))
                    for p in out["sys_path"])
     assert out["import_errors"] == {} and set(out["dag_ids"]) == EXPECTED_DAGS
+    # MWAA's workers serve only its default queue: the startup script's EMM_LANE_QUEUES=off keeps every task there
+    assert out["queues"] == ["default"]
 
 
 def test_build_refuses_docker_runners_and_invalid_yamls_and_writes_nothing(tmp_path: Path) -> None:

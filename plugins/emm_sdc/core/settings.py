@@ -46,6 +46,10 @@ class Settings:
     #: ``EMM_DOCKER_URL``: the Docker-API engine the ``docker`` runner talks to (e.g. ``unix:///run/docker.sock``,
     #: ``tcp://host:2376``). None: the docker provider's default (``DOCKER_HOST``, else the local socket).
     docker_url: str | None = None
+    #: ``EMM_LANE_QUEUES``: ``on`` (default) sends each lane's tasks to its Celery queue (``emm_sdc.lanes.QUEUES``);
+    #: ``off`` leaves every task on ``[operators] default_queue``, for executors whose workers cannot be started
+    #: on other queues (Amazon MWAA). LocalExecutor ignores queues either way.
+    lane_queues: bool = True
 
     @property
     def sql_dir(self) -> Path:
@@ -77,7 +81,17 @@ def get_settings() -> Settings:
         inbox_queue_url_prefix=_queue_prefix(os.environ.get("EMM_INBOX_QUEUE_URL_PREFIX")),
         docker_conn_id=os.environ.get("EMM_DOCKER_CONN_ID") or None,
         docker_url=os.environ.get("EMM_DOCKER_URL") or None,
+        lane_queues=_on_off("EMM_LANE_QUEUES", default=True),
     )
+
+
+def _on_off(var: str, *, default: bool) -> bool:
+    value = (os.environ.get(var) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("on", "off"):
+        raise ValueError(f"{var}={value!r} must be 'on' or 'off'")
+    return value == "on"
 
 
 def _queue_prefix(value: str | None) -> str | None:

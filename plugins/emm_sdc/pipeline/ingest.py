@@ -34,6 +34,7 @@ from emm_sdc.core.archiving import Archiver, InboxHandler
 from emm_sdc.core.config import ItfConfig
 from emm_sdc.core.settings import get_settings
 from emm_sdc.inbox_events import inbox_schedule, uses_events
+from emm_sdc.lanes import queue_args
 from emm_sdc.notify import SdcNotifier
 from emm_sdc.pipeline.common import (
     START_DATE,
@@ -152,7 +153,7 @@ def build_ingest_dag(cfg: ItfConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         max_active_tasks=cfg.airflow.max_active_tasks,
-        default_args=default_args(cfg, "ingest"),
+        default_args={**default_args(cfg, "ingest"), **queue_args("ingest")},
         deadline=processing_deadline(cfg, "ingest"),
         **dag_callbacks(cfg.notifications, "ingest"),
         tags=["emm", inst, "ingest"],

@@ -33,6 +33,7 @@ from emm_sdc.core.kernel_archiving import KernelArchiver
 from emm_sdc.core.refresh import reprocessing_plan, write_meta_kernel
 from emm_sdc.core.settings import get_settings
 from emm_sdc.inbox_events import inbox_schedule, uses_events
+from emm_sdc.lanes import queue_args
 from emm_sdc.notify import operators_notifier
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, fail_if_any_failed, run_context
 from emm_sdc.pipeline.inbox import handle_inbox_item, run_waiting
@@ -139,7 +140,7 @@ def build_spice_refresh_dag() -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args={"owner": "sdc-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
+        default_args={"owner": "sdc-ops", "retries": 2, "retry_delay": timedelta(minutes=5), **queue_args("ingest")},
         **dag_callbacks(None, "SPICE refresh"),
         tags=["emm", "spice"],
         doc_md=__doc__,

@@ -39,7 +39,7 @@ from emm_sdc.core.jobs import JobInput, JobSpec, OutputError, collect_outputs, s
 from emm_sdc.core.naming import STAGING_ROOT
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.storage import Storage
-from emm_sdc.lanes import lane_args
+from emm_sdc.lanes import lane_args, queue_args
 from emm_sdc.lifecycle import archive_log, build_chain, fail_run, job_context, open_job
 from emm_sdc.notify import SdcNotifier
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, default_args, fail_if_any_failed
@@ -206,7 +206,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args={**default_args(cfg, "staging check"), "retries": 0},
+        default_args={**default_args(cfg, "staging check"), "retries": 0, **queue_args("reprocessing")},
         **dag_callbacks(cfg.notifications, "staging check"),
         tags=["emm", inst, "staging"],
         doc_md=__doc__,
