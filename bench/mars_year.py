@@ -28,7 +28,7 @@ Usage: ``PYTHONPATH=plugins:devtools .venv/bin/python bench/mars_year.py [--days
 local,celery:1,celery:2] [--parallelism 4] [--worker-concurrency 2] [--stub-seconds 1] [--skip-airflow]
 [--skip-catalog] [--state-dir DIR] [--keep]``; 18 min at the defaults on a quiet 2-core VM (1,083 s measured:
 catalog ~20 s, then per executor 4-6 min: start, kernels, the window's ingest and processing, the reprocessing
-backfill). Each executor gets fresh embedded services; moto's in-process state is reset between them.
+backfill). Each executor gets fresh embedded services (emptied buckets: moto's state is per process).
 """
 
 from __future__ import annotations
@@ -334,12 +334,6 @@ def airflow_part(state: Path, executor: str, args: argparse.Namespace) -> dict[s
     if kind == "celery":
         slots = int(workers) * args.worker_concurrency
         kw = {"executor": "celery", "celery_workers": int(workers), "worker_concurrency": args.worker_concurrency}
-    # moto keeps its state in this process's memory, shared by every server it starts: without a reset, this
-    # executor's S3 would still hold the previous executor's archive (same names, other bytes: "products are
-    # never overwritten" in collect)
-    from moto.moto_api._internal.models import moto_api_backend
-
-    moto_api_backend.reset()
     af = AirflowLocal(state, parallelism=slots,
                       ingest_schedule=NEVER, inbox_events=False, dags=dags,
                       itf_overrides={"processing.runner.command": STUB},

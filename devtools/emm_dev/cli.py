@@ -131,7 +131,9 @@ class Services:
     its metadata and bytes) is restored from ``<state>/s3-state.pickle`` at start and saved there at
     :meth:`close` and every :data:`S3_CHECKPOINT_SECONDS` while something changed, so that with the
     PostgreSQL data directory (catalog and Airflow's metadata DB) a restart keeps everything. Cognito's demo
-    users are made anew at every start. One process at a time uses a state dir (``services.json``).
+    users are made anew at every start. One process at a time uses a state dir (``services.json``). moto's
+    state is per process: a new state dir's buckets start empty even when an earlier Services of this process
+    left objects in them; two Services alive at once in one process would share the buckets.
     ``inbox_events``: the inbox bucket's S3 event notifications go to SQS queues on the same endpoint and
     ``EMM_INBOX_QUEUE_URL_PREFIX`` is set, so ingest starts on each delivery (emm_sdc/inbox_events.py).
     """
@@ -179,6 +181,11 @@ class Services:
         for bucket in ("emm-sdc-inbox", "emm-sdc-archive"):
             if bucket not in have:
                 client.create_bucket(Bucket=bucket)
+            elif self.created and not self.s3.restored_buckets:
+                # moto keeps S3 in this process's memory, shared by every server it starts: an earlier
+                # Services of this process (a benchmark's previous executor, a test module's) left its archive
+                # here. A new state dir starts with empty buckets.
+                _empty_bucket(client, bucket)
         self.client = client
         if inbox_events:
             from emm_sdc.inbox_events import configure_inbox_events, inbox_areas, queue_url_prefix
@@ -191,6 +198,15 @@ class Services:
         self.s3.stop()
         self.pg.stop()
         (self.state / "services.json").write_text(json.dumps({**self._info, "stopped": time.time()}))
+
+
+def _empty_bucket(client: Any, bucket: str) -> None:
+    """Delete every object version and delete marker of a bucket (the embedded S3 only)."""
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                  for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if doomed:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
 
 
 def _state_owner(state: Path) -> int | None:

@@ -72,7 +72,7 @@ def test_migration_0014_links_earlier_staging_runs_once(fresh_db: Any, tmp_path:
         ]:
             cur.execute(old_start, (env, reason))
             rows[key] = cur.fetchone()[0]
-    assert [m.split("_", 1)[0] for m in catalog.migrate(fresh_db)] == ["0014"]
+    assert next(m.split("_", 1)[0] for m in catalog.migrate(fresh_db)) == "0014"  # then any later ones
     linked = {r["id"]: r["staging_check_id"] for r in cat.query("runs_of_level", {"instrument_id": "emr",
                                                                                    "data_level": "l1"})}
     assert linked == {rows["check1"]: one, rows["check12"]: twelve, rows["operator"]: None, rows["none"]: None}

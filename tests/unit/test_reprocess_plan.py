@@ -60,7 +60,9 @@ def test_hashes_cover_the_context_and_not_the_order_of_inputs() -> None:
 
 def test_lanes_from_the_yaml() -> None:
     exi = load_instrument("exi")
-    assert lane_args(exi, "daily") == {"pool": "emm_exi_daily", "priority_weight": 100, "weight_rule": "absolute"}
+    assert lane_args(exi, "daily") == {"pool": "emm_exi_daily", "priority_weight": 100, "weight_rule": "absolute",
+                                       "queue": "emm_daily"}
+    assert lane_args(exi, "reprocessing")["queue"] == "emm_reprocessing"
     assert lane_args(exi, "reprocessing")["priority_weight"] < lane_args(exi, "daily")["priority_weight"]
     specs = {s["name"]: s["slots"] for s in pool_specs([exi])}
     assert specs == {"emm_exi_daily": exi.airflow.pools.daily, "emm_exi_reprocessing": exi.airflow.pools.reprocessing}
