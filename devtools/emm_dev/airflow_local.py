@@ -225,7 +225,6 @@ class AirflowLocal:
         self.start_timeout = start_timeout
         self.svc: Any = None
         self.redis: EmbeddedRedis | None = None
-        self.killed: list[str] = []
         self.env: dict[str, str] = {}
         self.port = 0
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -438,16 +437,17 @@ class AirflowLocal:
         return json.loads(line.removeprefix("POOLS="))
 
     def _spawn(self, name: str) -> None:
-        args = [sys.executable, "-m", "airflow", name]
+        args = [sys.executable, "-m", "airflow"]
         if name == "api-server":
-            args += ["--host", self.host, "--port", str(self.port), "--workers", str(self.api_workers)]
+            args += [name, "--host", self.host, "--port", str(self.port), "--workers", str(self.api_workers)]
         elif name in self.worker_names:
             # every worker serves every queue; their logs are files the API server reads from the same disk
             queues = ",".join([DEFAULT_QUEUE, *QUEUES.values()])
-            args = [sys.executable, "-m", "airflow", "celery", "worker", "--queues", queues,
-                    "--concurrency", str(self.worker_concurrency), "--celery-hostname", f"{name}@%h",
-                    "--pid", str(self.state / f"{name}.pid"), "--skip-serve-logs", "--without-mingle",
-                    "--without-gossip"]
+            args += ["celery", "worker", "--queues", queues, "--concurrency", str(self.worker_concurrency),
+                     "--celery-hostname", f"{name}@%h", "--pid", str(self.state / f"{name}.pid"),
+                     "--skip-serve-logs", "--without-mingle", "--without-gossip"]
+        else:
+            args.append(name)
         log = (self.logs / f"{name}.log").open("ab")
         # One process group (not the terminal's) for every component and the executor's workers: one signal
         # stops them all, and Ctrl-C reaches only the caller, which then stops them in order.
@@ -465,11 +465,15 @@ class AirflowLocal:
             self._pgid = proc.pid
         self.procs[name] = proc
 
+    def _worker_pids(self) -> dict[int, str]:
+        """The running Celery workers' main processes: pid -> component name."""
+        return {self.procs[n].pid: n for n in self.worker_names if n in self.procs}
+
     def worker_of(self, pid: int) -> str | None:
         """The Celery worker (component name) whose process tree holds process ``pid`` (None: no worker's)."""
         import psutil
 
-        workers = {self.procs[n].pid: n for n in self.worker_names if n in self.procs}
+        workers = self._worker_pids()
         try:
             chain = [psutil.Process(pid), *psutil.Process(pid).parents()]
         except psutil.NoSuchProcess:
@@ -489,7 +493,6 @@ class AirflowLocal:
                 member.kill()
         psutil.wait_procs(tree, timeout=30)
         proc.wait(10)
-        self.killed.append(name)
         return [m.pid for m in tree]
 
     def check_alive(self) -> None:
@@ -593,7 +596,7 @@ class AirflowLocal:
             keep = {api.pid} if api is not None else set()
             # Celery workers get a cold shutdown (SIGQUIT): a warm one (SIGTERM) would wait for tasks that are
             # being stopped here anyway, until the timeout
-            workers = {self.procs[n].pid for n in self.worker_names if n in self.procs}
+            workers = self._worker_pids()
             for member in group_members(self._pgid):
                 if member.pid not in keep:
                     with contextlib.suppress(Exception):

@@ -66,7 +66,7 @@ PRODUCT_FACTOR: Final[dict[str, dict[str, float]]] = {
     "emr": {"l1": 1.5, "l2": 1.0, "l2ql": 0.02},
 }
 #: EXI products above L0 name a filter: the first of the sequence's set (as the stub processor does).
-EXI_FILTER: Final = {"xos1": "f437", "xos2": "f220"}
+EXI_FILTER: Final = {mode: filters[0] for mode, filters in synthetic.EXI_SEQUENCES.items()}
 DOWNLINK_HOURS: Final = (4.0, 16.0)
 KERNEL_EVERY: Final = timedelta(days=7)
 _STREAM: Final = {"exi": 1, "emu": 2, "emr": 3, "spice": 4}
