@@ -173,17 +173,20 @@ def test_timeout_kills_the_container(world: Any, processed: str, tmp_path: Path,
     assert not docker.from_env().containers.list(all=True, filters={"label": "emm.job=timeout-test"})
 
 
-def test_unpromoted_image_is_refused(world: Any, processed: str) -> None:
+def test_unpromoted_image_is_refused(world: Any, processed: str, capfd: pytest.CaptureFixture[str]) -> None:
     runs_before = len(world["cat"].query("runs_of_level", {"instrument_id": "emr", "data_level": "l1"}))
     old = edit_configs(world["configs"], "emr", lambda d: d["processing"]["runner"].update(image=SAME))
     try:
-        assert run_dag("emm_emr_process", {"orbits": [11], "reprocess": True}) == "failed"
+        assert run_dag("emm_emr_reprocess", {"files": orbit_l0(world, 11), "force": True,
+                                             "reason": "unpromoted"}) == "failed"
     finally:
         restore_config(world["configs"], old)
+    assert f"processing.runner.image {SAME!r} is not the production image of emr ({PROD!r})" in capfd.readouterr().out
     assert len(world["cat"].query("runs_of_level", {"instrument_id": "emr", "data_level": "l1"})) == runs_before
 
 
-def test_staging_check_catches_a_changed_candidate_and_gates_promotion(world: Any, processed: str) -> None:
+def test_staging_check_catches_a_changed_candidate_and_gates_promotion(world: Any, processed: str,
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
     build_candidate(CHANGED, "sed -i 's/^DN_OFFSET = 2000.0/DN_OFFSET = 2040.0/' /opt/emm/processor.py")
     build_candidate(SAME, "true")
     cat = world["cat"]
@@ -208,14 +211,25 @@ def test_staging_check_catches_a_changed_candidate_and_gates_promotion(world: An
     assert (promotion["image"], promotion["previous_image"], promotion["reason"]) == (SAME, PROD, "rebuild")
 
     # Production now refuses the retired image until the YAML names the promoted one.
-    assert run_dag("emm_emr_process", {"orbits": [11], "levels": ["l1"], "reprocess": True}) == "failed"
+    remake = {"files": orbit_l0(world, 11), "from_level": "l2ql", "reason": "promoted rebuild"}
+    before = {r["id"] for r in _production_runs(world, "l2ql")}
+    capfd.readouterr()
+    assert run_dag("emm_emr_reprocess", remake) == "failed"
+    assert f"processing.runner.image {PROD!r} is not the production image of emr ({SAME!r})" in capfd.readouterr().out
+    assert {r["id"] for r in _production_runs(world, "l2ql")} == before  # refused before any job was opened
     old = edit_configs(world["configs"], "emr", lambda d: d["processing"]["runner"].update(image=SAME))
     try:
-        assert run_dag("emm_emr_process", {"orbits": [11], "levels": ["l1"], "reprocess": True}) == "success"
+        assert run_dag("emm_emr_reprocess", remake) == "success"
     finally:
         restore_config(world["configs"], old)
-    latest = cat.query("runs_of_level", {"instrument_id": "emr", "data_level": "l1"})[-1]
-    assert (latest["image"], latest["status"]) == (SAME, "success")
+    # The image is part of a job's identity, so the promoted image remakes the products (not "nothing changed").
+    [new] = [r for r in _production_runs(world, "l2ql") if r["id"] not in before]
+    assert (new["image"], new["status"]) == (SAME, "success") and new["reason"].startswith("promoted rebuild")
+
+
+def _production_runs(world: Any, level: str) -> list[dict[str, Any]]:
+    return [r for r in world["cat"].query("runs_of_level", {"instrument_id": "emr", "data_level": level})
+            if r["environment"] == "production"]
 
 
 def orbit_l0(world: Any, orbit: int) -> list[str]:

@@ -3,13 +3,16 @@
 Starts ``airflow api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``
 on the embedded S3 and PostgreSQL, triggers ``emm_catalog_migrate`` through the REST API, waits
 for the scheduler to run it to success, checks that the lane pools exist, that a reprocessing run
-writes its note through the REST API, that the UI's asset dependency graph answers (it failed with a
-500 on the psycopg 3 metadata-DB driver), and that stopping leaves no process of the harness behind.
+writes its note through the REST API, that a conf key the DAG has no param for fails the run, that
+the UI's asset dependency graph answers (it failed with a 500 on the psycopg 3 metadata-DB driver),
+and that stopping leaves no process of the harness behind.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -59,6 +62,16 @@ def test_real_airflow_runs_a_triggered_dag(tmp_path: Path) -> None:
         assert af.wait_for_run("emm_exi_reprocess", run_id, timeout=180) == "success"
         note = af.dag_run("emm_exi_reprocess", run_id)["note"]
         assert note.startswith("**emm_exi_reprocess:smoke**: note check") and "DRY RUN" in note
+
+        # A conf key the DAG has no param for fails the run, naming the key (Airflow alone ignores it and
+        # the run would process with its defaults): the retired {"reprocess": true} of emm_<inst>_process.
+        run_id = af.trigger("emm_exi_process", {"reprocess": True, "orbits": ["11"]})
+        assert af.wait_for_run("emm_exi_process", run_id, timeout=180) == "failed"
+        states = {ti["task_id"]: ti["state"] for ti in af.task_instances("emm_exi_process", run_id)}
+        assert states["plan_units"] == "failed"
+        log = json.dumps(af.api("GET", f"/dags/emm_exi_process/dagRuns/{quote(run_id, safe='')}"
+                                "/taskInstances/plan_units/logs/1"))
+        assert "conf key(s) 'reprocess' are not params of this DAG" in log and "orbits" in log
 
         pgid = af._pgid
         assert pgid is not None and group_members(pgid)

@@ -69,3 +69,18 @@ def text_param(params: Mapping[str, Any], name: str) -> str | None:
     if value is None:
         return None
     return str(value).strip() or None
+
+
+def run_params(ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's params, after refusing conf keys the DAG has no param for.
+
+    Airflow adds unknown ``--dag-run-conf`` keys to the params silently, so a misspelt or retired key
+    (``{"reprocess": true}`` on ``emm_<inst>_process``) would run with the defaults instead of failing.
+    """
+    known = set(ctx["dag"].params.keys())
+    unknown = sorted(set(getattr(ctx["dag_run"], "conf", None) or {}) - known)
+    if unknown:
+        raise AirflowFailException(
+            f"{ctx['dag'].dag_id}: conf key(s) {', '.join(map(repr, unknown))} are not params of this DAG; "
+            f"its params: {', '.join(sorted(known)) or 'none'}")
+    return dict(ctx["params"])

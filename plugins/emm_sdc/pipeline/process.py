@@ -37,7 +37,16 @@ from emm_sdc.core.product_writes import STALE_AFTER, sweep_stale_runs
 from emm_sdc.lanes import lane_args
 from emm_sdc.lifecycle import build_chain, processing_level_tasks
 from emm_sdc.pipeline.common import START_DATE, announce_task, dag_callbacks, default_args, fail_if_any_failed
-from emm_sdc.pipeline.params import NAME_LIST, ORBIT_LIST, day_param, list_param, orbits_param, pick_list, text_param
+from emm_sdc.pipeline.params import (
+    NAME_LIST,
+    ORBIT_LIST,
+    day_param,
+    list_param,
+    orbits_param,
+    pick_list,
+    run_params,
+    text_param,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +192,7 @@ def build_process_dag(cfg: ItfConfig) -> DAG:
                 for ev in events:
                     event_files += list((ev.extra or {}).get("files", []))
             cat = connections.catalog()
-            params = dict(ctx["params"])
+            params = run_params(ctx)
             rows = select_inputs(cat, cfg, params, event_files)
             units = plan_units_from(cfg, rows, coverage.by_class(cat.hope_coverage()))
             log.info("%d input file(s) in %d unit(s): %s", len(rows), len(units), [u["unit"] for u in units])

@@ -31,7 +31,7 @@ from emm_sdc.core.config_store import running_config
 from emm_sdc.core.settings import get_settings
 from emm_sdc.core.site_config import reconciliation
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, fail_if_any_failed
-from emm_sdc.pipeline.params import list_param, pick_list
+from emm_sdc.pipeline.params import list_param, pick_list, run_params
 
 log = logging.getLogger(__name__)
 DAG_ID = "emm_integrity_reconcile"
@@ -101,7 +101,7 @@ def inbox_targets(instruments: tuple[str, ...] = ()) -> list[rc.InboxTarget]:
 
 
 def _params_of(ctx: Any) -> dict[str, Any]:
-    p = dict(ctx["params"])
+    p = run_params(ctx)
     return {"instruments": list_param(p, "instruments"), "prefixes": list_param(p, "prefixes"),
             "deep_fraction": p.get("deep_fraction"), "repair": bool(p.get("repair")),
             "dry_run": bool(p.get("dry_run", True))}

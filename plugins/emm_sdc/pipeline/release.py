@@ -37,7 +37,7 @@ from emm_sdc.core.config_store import running_config
 from emm_sdc.core.release import ReleaseError, Rules, Window
 from emm_sdc.core.settings import get_settings
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, fail_if_any_failed
-from emm_sdc.pipeline.params import NAME_LIST, list_param, pick_list, text_param
+from emm_sdc.pipeline.params import NAME_LIST, list_param, pick_list, run_params, text_param
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def build_release_dag() -> DAG:
             Returns the verification chunks; the plan itself is the XCom ``plan``.
             """
             ctx = get_current_context()
-            params = dict(ctx["params"])
+            params = run_params(ctx)
             at = ctx.get("logical_date") or ctx["dag_run"].run_after
             try:
                 window = release.resolve_window(params, at, lag)
@@ -355,7 +355,7 @@ def build_withdraw_dag() -> DAG:
         def withdraw() -> dict[str, Any]:
             """Set released=false at once for the files, auditing each (one transaction)."""
             ctx = get_current_context()
-            p = ctx["params"]
+            p = run_params(ctx)
             try:
                 summary = release.withdraw(
                     connections.catalog(), reason=p["reason"], requested_by=_requested_by(ctx),

@@ -60,7 +60,7 @@ from emm_sdc.lifecycle import (
     processor_identity,
 )
 from emm_sdc.pipeline.common import announce_task, dag_callbacks, default_args, fail_if_any_failed
-from emm_sdc.pipeline.params import NAME_LIST, list_param
+from emm_sdc.pipeline.params import NAME_LIST, list_param, run_params
 from emm_sdc.pipeline.process import named_files, plan_units_from, science_l0
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def build_reprocess_dag(cfg: ItfConfig) -> DAG:
             run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
             if run_type == "scheduled":
                 raise AirflowSkipException(NO_OP)
-            params = dict(ctx["params"])
+            params = run_params(ctx)
             reason = str(params.get("reason") or "").strip()
             if not reason:
                 raise AirflowFailException(

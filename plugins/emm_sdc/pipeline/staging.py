@@ -43,7 +43,7 @@ from emm_sdc.lanes import lane_args, queue_args
 from emm_sdc.lifecycle import archive_log, build_chain, fail_run, job_context, open_job
 from emm_sdc.notify import SdcNotifier
 from emm_sdc.pipeline.common import START_DATE, dag_callbacks, default_args, fail_if_any_failed
-from emm_sdc.pipeline.params import NAME_LIST, list_param, text_param
+from emm_sdc.pipeline.params import NAME_LIST, list_param, run_params, text_param
 from emm_sdc.runners.batch import fetch_outputs
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def build_staging_dag(cfg: ItfConfig) -> DAG:
         def plan_check() -> list[dict[str, Any]]:
             """Resolve images and reference inputs; open the staging-check record."""
             ctx = get_current_context()
-            params = ctx["params"]
+            params = run_params(ctx)
             candidate = text_param(params, "candidate_image") or ""
             if not candidate:
                 raise AirflowFailException(f"no candidate: set candidate_image or runner.staging_image in "
@@ -335,7 +335,7 @@ def build_promote_dag() -> DAG:
         @task(doc_md=PROMOTE_DOC)
         def promote() -> dict[str, Any]:
             ctx = get_current_context()
-            p = ctx["params"]
+            p = run_params(ctx)
             try:
                 record = images.promote(connections.catalog(), p["instrument"], p["image"],
                                         promoted_by=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
