@@ -41,6 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import say
+
 from emm_dev import synthetic
 from emm_dev.airflow_local import INBOX_BUCKET, NEVER, AirflowLocal
 from emm_dev.moc import deliver
@@ -53,11 +55,6 @@ REPROCESS_DAG = f"emm_{INST}_reprocess"
 PROCESS_DAG = f"emm_{INST}_process"
 INGEST_DAG = f"emm_{INST}_ingest"
 ACTIVE = ("queued", "running")
-T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.0f} s] {msg}", flush=True)
 
 
 def deliver_l0(af: AirflowLocal, out: Path, orbits: range | list[int]) -> list[synthetic.Delivered]:

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from benchlib import pct, say
+
 from emm_dev import synthetic
 from emm_dev.airflow_local import INBOX_BUCKET, AirflowLocal
 from emm_dev.moc import deliver
@@ -42,11 +44,6 @@ from emm_sdc.core.config import load_instrument
 INST = "exi"
 FIRST_ORBIT = 10
 PROCESS_DAG, INGEST_DAG = f"emm_{INST}_process", f"emm_{INST}_ingest"
-T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.0f} s] {msg}", flush=True)
 
 
 def start(state: Path, parallelism: int) -> AirflowLocal:
@@ -103,12 +100,6 @@ def compute_seconds(af: AirflowLocal, orbit: int) -> tuple[float, str]:
             "AND map_index = %s", (PROCESS_DAG, dag_run_id, f"unit.{level}.run", index))
         total += (end_ - start_).total_seconds()
     return total, ", ".join(sorted(units_of_run))
-
-
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank), as a person counts it on a short list."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
 def main() -> int:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import os
 import shutil
 import signal
@@ -49,24 +48,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from benchlib import T0, pct, say
+
 from emm_dev import mars_year
-from emm_dev.mars_year import CHAIN_INPUT, INSTRUMENTS, Delivery
+from emm_dev.mars_year import INSTRUMENTS, Delivery, chain_inputs
 from emm_dev.synthetic import ORBIT_EPOCH
 
-T0 = time.monotonic()
 STUB = ["python", "processors/launch.py", "processors/stub/processor.py"]
 YEAR_DAYS = mars_year.MARS_YEAR_DAYS
 MARS_YEAR_S = 686.98 * 86400
 FINISHED_TI = ("success", "skipped", "failed", "upstream_failed")
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.0f} s] {msg}", flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
 # =========================================================================== C. the catalog at year's end
@@ -314,12 +305,6 @@ def catalog_part(work: Path, records: list[Delivery], repeat: int) -> list[str]:
 # =========================================================================== A + B. real Airflow on a window
 
 
-def supports_executor() -> bool:
-    from emm_dev.airflow_local import AirflowLocal
-
-    return "executor" in inspect.signature(AirflowLocal.__init__).parameters
-
-
 def airflow_part(state: Path, executor: str, args: argparse.Namespace) -> dict[str, Any]:
     """Deliver the window, process it, reprocess it; the figures of one executor."""
     from emm_dev.airflow_local import INBOX_BUCKET, NEVER, AirflowLocal
@@ -330,16 +315,14 @@ def airflow_part(state: Path, executor: str, args: argparse.Namespace) -> dict[s
     dags = ["emm_spice_refresh"] + [f"emm_{i}_{k}" for i in INSTRUMENTS for k in ("ingest", "process", "reprocess")]
     kind, _, workers = executor.partition(":")
     kw: dict[str, Any] = {}
-    slots = args.parallelism
-    if kind == "celery":
-        slots = int(workers) * args.worker_concurrency
+    if kind == "celery":  # AirflowLocal gives Celery workers x concurrency slots in all
         kw = {"executor": "celery", "celery_workers": int(workers), "worker_concurrency": args.worker_concurrency}
-    af = AirflowLocal(state, parallelism=slots,
+    af = AirflowLocal(state, parallelism=args.parallelism,
                       ingest_schedule=NEVER, inbox_events=False, dags=dags,
                       itf_overrides={"processing.runner.command": STUB},
                       env={"EMM_STUB_SECONDS": str(args.stub_seconds)}, **kw)
     start, end = ORBIT_EPOCH, ORBIT_EPOCH + timedelta(days=args.days)
-    res: dict[str, Any] = {"executor": executor, "slots": slots}
+    res: dict[str, Any] = {"executor": executor, "slots": af.parallelism}
     try:
         af.start_services()
         kern, files = mars_year.write_window(state / "moc", start, end, seed=args.seed)
@@ -356,7 +339,7 @@ def airflow_part(state: Path, executor: str, args: argparse.Namespace) -> dict[s
             deliver(af.s3, INBOX_BUCKET, load_instrument(inst).ingest.inbox_prefix,
                     [f for f in files if f.instrument == inst])
             af.trigger(f"emm_{inst}_ingest", note="mars-year benchmark: window")
-        want = sum(n * len(CHAIN_INPUT[i]) for i, n in l0.items())
+        want = sum(n * len(chain_inputs(i)) for i, n in l0.items())
 
         def products() -> int:
             [(n,)] = af.catalog_sql("SELECT count(*) FROM science_files WHERE data_level NOT IN ('l0', 'hk')")
@@ -515,10 +498,6 @@ def main() -> int:
         results = []
         if not args.skip_airflow:
             for executor in [e.strip() for e in args.executors.split(",") if e.strip()]:
-                if executor.startswith("celery") and not supports_executor():
-                    report.append("  celery: skipped, this AirflowLocal has no executor= parameter yet")
-                    say("celery skipped: AirflowLocal has no executor parameter")
-                    continue
                 results.append(airflow_part(state / f"airflow-{executor.replace(':', '-')}", executor, args))
             if results:
                 report += airflow_report(results, year, args)

@@ -35,6 +35,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Final
 
@@ -168,23 +169,23 @@ def timeline(seed: int = 0, *, start: datetime = ORBIT_EPOCH, days: float = MARS
     yield from records
 
 
-#: Each chain level's input level, as the ITF YAMLs' chains have them.
-CHAIN_INPUT: Final[dict[str, dict[str, str]]] = {
-    "exi": {"l1": "l0", "l2a": "l1", "l1ql": "l1"},
-    "emu": {"l1": "l0", "l2a": "l1", "l2b": "l2a"},
-    "emr": {"l1": "l0", "l2": "l1", "l2ql": "l2"},
-}
+@cache
+def chain_inputs(instrument: str) -> dict[str, str]:
+    """Each chain level of ``instrument`` and the level it is made from, read from its ITF YAML's chain."""
+    from emm_sdc.core.config import load_instrument
+
+    return {step.level: step.inputs[0] for step in load_instrument(instrument).processing.chain}
 
 
 def products(d: Delivery, *, revision: int = 0, kernel: str = "p") -> list[tuple[str, str, int, str]]:
     """(level, file name, size, input level) of the product each chain level makes from L0 delivery ``d``:
     one per level, as the stub processor makes them (EXI products name their mode's first filter);
     ``revision`` and ``kernel`` as a reprocessing names them."""
-    if d.level != "l0" or d.area not in CHAIN_INPUT:
+    if d.level != "l0" or d.area not in INSTRUMENTS:
         return []
     src = naming.parse(d.file_name)
     out = []
-    for level, input_level in CHAIN_INPUT[d.area].items():
+    for level, input_level in chain_inputs(d.area).items():
         ext = ".png" if level.endswith("ql") else ".fits"
         descriptor = EXI_FILTER[src.mode or "xos1"] if d.area == "exi" else src.descriptor
         name = naming.EmmName(instrument=src.instrument, level=level, start=src.start, orbit=src.orbit,
